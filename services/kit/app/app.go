@@ -1,0 +1,197 @@
+// Package app is the command line of every platforma binary:
+//
+//	<service> serve     run the gRPC server
+//	<service> migrate   apply the service's database migrations
+//
+// Configuration comes from flags, each with an environment variable
+// equivalent (see EnvName), and is validated before anything starts.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/db"
+	"github.com/platforma/platforma/services/kit/logging"
+	"github.com/platforma/platforma/services/kit/migrate"
+	"github.com/platforma/platforma/services/kit/server"
+)
+
+// Service describes one binary.
+type Service struct {
+	// Name is the binary's name, e.g. "profile".
+	Name string
+	// DefaultListenAddr and DefaultMetricsAddr are the default ports.
+	DefaultListenAddr  string
+	DefaultMetricsAddr string
+	// Migrations are the service's schema migrations.
+	Migrations migrations.Set
+	// Register wires the service's gRPC implementation to its database.
+	Register func(server.Registrar, *pgxpool.Pool) error
+}
+
+// Env is the process environment a command runs with; tests substitute it.
+type Env struct {
+	Args   []string // without the program name
+	Getenv func(string) string
+	Stderr io.Writer
+	// Ready, if set, is called with the server once it listens.
+	Ready func(*server.Server)
+}
+
+// Main runs the binary and returns its exit code: 0 on success and after a
+// requested shutdown, 1 on failure, 2 on bad usage or configuration.
+func Main(svc Service) int {
+	return Run(context.Background(), svc, Env{Args: os.Args[1:], Getenv: os.Getenv, Stderr: os.Stderr})
+}
+
+// errUsage marks errors that are the caller's, answered with usage text.
+var errUsage = errors.New("usage")
+
+// Run is Main with an explicit context and environment. SIGINT and SIGTERM
+// end ctx's serve gracefully.
+func Run(ctx context.Context, svc Service, env Env) int {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// After the first signal, restore default handling: a second Ctrl-C
+	// kills the process at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+
+	err := dispatch(ctx, svc, env)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(env.Stderr, "%s: %v\n", svc.Name, err)
+		return 2
+	default:
+		fmt.Fprintf(env.Stderr, "%s: %v\n", svc.Name, err)
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, svc Service, env Env) error {
+	top := fmt.Sprintf("%s serve|migrate [flags]; %s <command> -h for the flags", svc.Name, svc.Name)
+	if len(env.Args) == 0 {
+		return fmt.Errorf("%w: %s", errUsage, top)
+	}
+	cmd, args := env.Args[0], env.Args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, svc, env, args)
+	case "migrate":
+		return migrateCmd(ctx, svc, env, args)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintln(env.Stderr, "usage:", top)
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown command %q; %s", errUsage, cmd, top)
+	}
+}
+
+func newFlagSet(name string, env Env) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	return fs
+}
+
+func serve(ctx context.Context, svc Service, env Env, args []string) error {
+	var cfg serveConfig
+	fs := newFlagSet(svc.Name+" serve", env)
+	cfg.register(fs, svc)
+	fs.Usage = usage(env.Stderr, fs, svc.Name+" serve [flags]")
+	if err := parseFlags(fs, args, env.Getenv); err != nil {
+		return usageError(err)
+	}
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, err)
+	}
+	logger, err := newLogger(env, cfg.commonConfig)
+	if err != nil {
+		return err
+	}
+	logger = logger.With("service", svc.Name)
+
+	pool, err := db.NewPool(ctx, db.PoolConfig{
+		URL:             cfg.DatabaseURL,
+		ApplicationName: svc.Name,
+		MaxConns:        int32(cfg.DBMaxConns),
+		ConnectTimeout:  cfg.DBConnectTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	srv, err := server.New(server.Config{
+		ListenAddr:      cfg.ListenAddr,
+		MetricsAddr:     cfg.MetricsAddr,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		HealthInterval:  cfg.HealthInterval,
+		MaxRecvMsgSize:  cfg.MaxRecvMsgBytes,
+	}, server.Options{
+		Logger:   logger,
+		Database: pool,
+		Register: func(r server.Registrar) error { return svc.Register(r, pool) },
+	})
+	if err != nil {
+		return err
+	}
+	if env.Ready != nil {
+		env.Ready(srv)
+	}
+	return srv.Run(ctx)
+}
+
+func migrateCmd(ctx context.Context, svc Service, env Env, args []string) error {
+	var cfg commonConfig
+	fs := newFlagSet(svc.Name+" migrate", env)
+	cfg.register(fs)
+	fs.Usage = usage(env.Stderr, fs, svc.Name+" migrate [flags]")
+	if err := parseFlags(fs, args, env.Getenv); err != nil {
+		return usageError(err)
+	}
+	if errs := cfg.validate(); len(errs) > 0 {
+		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, errors.Join(errs...))
+	}
+	logger, err := newLogger(env, cfg)
+	if err != nil {
+		return err
+	}
+	applied, err := migrate.Up(ctx, cfg.DatabaseURL, svc.Migrations, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("migrations applied", "service", svc.Name, "schema", svc.Migrations.Schema, "versions", applied)
+	return nil
+}
+
+func usageError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", errUsage, err)
+}
+
+func newLogger(env Env, cfg commonConfig) (*slog.Logger, error) {
+	level, err := logging.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	return logging.New(env.Stderr, level, cfg.LogFormat)
+}

@@ -1,0 +1,109 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/server"
+)
+
+var testService = Service{
+	Name:               "testsvc",
+	DefaultListenAddr:  ":50099",
+	DefaultMetricsAddr: ":9499",
+	Migrations:         migrations.Profile,
+	Register:           func(server.Registrar, *pgxpool.Pool) error { return nil },
+}
+
+func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
+	const okURL = "postgres://u@localhost:5432/db"
+	tests := []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		code     int
+		contains []string
+		hides    string
+	}{
+		{name: "no command", code: 2, contains: []string{"serve|migrate"}},
+		{name: "unknown command", args: []string{"serv"}, code: 2, contains: []string{`unknown command "serv"`}},
+		{name: "help", args: []string{"help"}, code: 0, contains: []string{"serve|migrate"}},
+		{name: "flag help lists env names", args: []string{"serve", "-h"}, code: 0, contains: []string{"-listen-addr, LISTEN_ADDR (default :50099)", "DATABASE_URL"}},
+		{name: "missing database url", args: []string{"serve"}, code: 2, contains: []string{"DATABASE_URL (-database-url) is required"}},
+		{name: "missing database url for migrate", args: []string{"migrate"}, code: 2, contains: []string{"DATABASE_URL (-database-url) is required"}},
+		{
+			name: "unparseable database url keeps the password secret",
+			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": "postgres://u:hunter2@localhost:notaport/db"},
+			code: 2, contains: []string{"DATABASE_URL (-database-url) is invalid"}, hides: "hunter2",
+		},
+		{
+			name: "listen address without port",
+			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": okURL, "LISTEN_ADDR": "localhost"},
+			code: 2, contains: []string{`LISTEN_ADDR (-listen-addr) "localhost": want host:port`},
+		},
+		{
+			name: "metrics port out of range",
+			args: []string{"serve", "-metrics-addr", ":99999"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{`METRICS_ADDR (-metrics-addr) ":99999": port must be`},
+		},
+		{
+			name: "env value of the wrong type",
+			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": okURL, "SHUTDOWN_TIMEOUT": "soon"},
+			code: 2, contains: []string{`SHUTDOWN_TIMEOUT="soon"`},
+		},
+		{
+			name: "zero durations and pool size",
+			args: []string{"serve", "-health-interval=0s", "-db-max-conns=0"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{"HEALTH_INTERVAL (-health-interval) must be positive", "DB_MAX_CONNS (-db-max-conns) must be between 1 and 10000"},
+		},
+		{
+			name: "every problem reported at once",
+			args: []string{"serve"}, env: map[string]string{"LISTEN_ADDR": "x", "LOG_LEVEL": "loud", "LOG_FORMAT": "xml"},
+			code: 2, contains: []string{"DATABASE_URL", "LISTEN_ADDR", "LOG_LEVEL", "LOG_FORMAT"},
+		},
+		{name: "stray argument", args: []string{"migrate", "now"}, code: 2, contains: []string{"unexpected arguments: now"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := Run(context.Background(), testService, Env{
+				Args:   tt.args,
+				Getenv: func(k string) string { return tt.env[k] },
+				Stderr: &stderr,
+			})
+			assert.Equal(t, tt.code, code, stderr.String())
+			for _, want := range tt.contains {
+				assert.Contains(t, stderr.String(), want)
+			}
+			if tt.hides != "" {
+				assert.NotContains(t, stderr.String(), tt.hides)
+			}
+		})
+	}
+}
+
+func TestFlagBeatsEnvBeatsDefault(t *testing.T) {
+	var cfg serveConfig
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	cfg.register(fs, testService)
+	env := map[string]string{"LISTEN_ADDR": ":1111", "METRICS_ADDR": ":2222", "SHUTDOWN_TIMEOUT": "7s"}
+	require.NoError(t, parseFlags(fs, []string{"-listen-addr", ":3333"}, func(k string) string { return env[k] }))
+
+	assert.Equal(t, ":3333", cfg.ListenAddr, "flag wins over env")
+	assert.Equal(t, ":2222", cfg.MetricsAddr, "env wins over default")
+	assert.Equal(t, 7*time.Second, cfg.ShutdownTimeout)
+	assert.Equal(t, 2*time.Second, cfg.HealthInterval, "default when neither is given")
+}
+
+func TestEnvName(t *testing.T) {
+	assert.Equal(t, "DATABASE_URL", EnvName("database-url"))
+	assert.Equal(t, "MAX_RECV_MSG_BYTES", EnvName("max-recv-msg-bytes"))
+}

@@ -1,0 +1,181 @@
+// Package apptest runs a service the way its binary runs, for end-to-end
+// tests: `migrate`, then `serve` on free ports against a fresh database,
+// through the same app.Run the binary's main calls.
+package apptest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/migrate"
+	"github.com/platforma/platforma/services/kit/pgtest"
+	"github.com/platforma/platforma/services/kit/server"
+)
+
+// Service is a running service.
+type Service struct {
+	// Conn is a client connection to its gRPC address.
+	Conn *grpc.ClientConn
+	// Addr and MetricsAddr are where it listens.
+	Addr, MetricsAddr string
+	// DatabaseURL is its database.
+	DatabaseURL string
+}
+
+// Start migrates a fresh database with svc's `migrate` command, starts
+// `serve`, and waits until health reports grpcService SERVING. When the
+// test ends the service is stopped as SIGTERM would, and must exit 0. The
+// calling package's TestMain must use pgtest.Main.
+func Start(t *testing.T, svc app.Service, grpcService string) *Service {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	env := map[string]string{"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
+	getenv := func(k string) string { return env[k] }
+	var logs syncBuffer
+
+	if code := app.Run(context.Background(), svc, app.Env{Args: []string{"migrate"}, Getenv: getenv, Stderr: &logs}); code != 0 {
+		t.Fatalf("%s migrate exited %d:\n%s", svc.Name, code, logs.String())
+	}
+	assertMigrated(t, dsn, svc.Migrations.Schema)
+
+	ctx, stop := context.WithCancel(context.Background())
+	ready := make(chan *server.Server, 1)
+	exit := make(chan int, 1)
+	go func() {
+		exit <- app.Run(ctx, svc, app.Env{
+			Args:   []string{"serve", "-listen-addr=127.0.0.1:0", "-metrics-addr=127.0.0.1:0", "-health-interval=50ms"},
+			Getenv: getenv,
+			Stderr: &logs,
+			Ready:  func(s *server.Server) { ready <- s },
+		})
+	}()
+	var srv *server.Server
+	select {
+	case srv = <-ready:
+	case code := <-exit:
+		stop()
+		t.Fatalf("%s serve exited %d before listening:\n%s", svc.Name, code, logs.String())
+	}
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		stop()
+		select {
+		case code := <-exit:
+			if code != 0 {
+				t.Errorf("%s serve exited %d after SIGTERM:\n%s", svc.Name, code, logs.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s serve did not stop within 30s", svc.Name)
+		}
+	})
+
+	health := healthgrpc.NewHealthClient(conn)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := health.Check(context.Background(), &healthgrpc.HealthCheckRequest{Service: grpcService})
+		if err == nil && resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never SERVING (last: %v %v):\n%s", grpcService, resp.GetStatus(), err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &Service{Conn: conn, Addr: srv.Addr(), MetricsAddr: srv.MetricsAddr(), DatabaseURL: dsn}
+}
+
+// assertMigrated checks that migrate left the schema with its own goose
+// version table.
+func assertMigrated(t *testing.T, dsn, schema string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var table *string
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1)::text", migrate.VersionTable(schema)).Scan(&table); err != nil {
+		t.Fatal(err)
+	}
+	if table == nil {
+		t.Fatalf("after migrate, %s does not exist", migrate.VersionTable(schema))
+	}
+}
+
+// ListServices asks the server's reflection service (v1) which services
+// it serves, as grpcurl's `list` does.
+func ListServices(t *testing.T, conn *grpc.ClientConn) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := reflectionv1.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	return names
+}
+
+// Scrape returns the text of the service's /metrics page.
+func Scrape(t *testing.T, metricsAddr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	return string(body)
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

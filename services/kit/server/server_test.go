@@ -1,0 +1,378 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+
+	"github.com/platforma/platforma/services/kit/pgtest"
+	"github.com/platforma/platforma/services/kit/server"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const testService = "grpc.testing.TestService"
+
+// testServer is a service whose UnaryCall does whatever the test says, and
+// whose StreamingInputCall sums the payload sizes of a client stream.
+type testServer struct {
+	testgrpc.UnimplementedTestServiceServer
+	unary func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error)
+	// streamStarted receives once per stream, after its first message.
+	streamStarted chan struct{}
+}
+
+func (s *testServer) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return s.unary(ctx, req)
+}
+
+func (s *testServer) StreamingInputCall(stream grpc.ClientStreamingServer[testgrpc.StreamingInputCallRequest, testgrpc.StreamingInputCallResponse]) error {
+	var total int32
+	for first := true; ; first = false {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: total})
+		}
+		if err != nil {
+			return err
+		}
+		total += int32(len(req.GetPayload().GetBody()))
+		if first && s.streamStarted != nil {
+			s.streamStarted <- struct{}{}
+		}
+	}
+}
+
+type running struct {
+	srv  *server.Server
+	conn *grpc.ClientConn
+	stop context.CancelFunc
+	done chan struct{} // closed when Run returned, with its error in err
+	err  error
+}
+
+func start(t *testing.T, db server.Pinger, svc *testServer, shutdownTimeout time.Duration) *running {
+	t.Helper()
+	srv, err := server.New(server.Config{
+		ListenAddr:      "127.0.0.1:0",
+		MetricsAddr:     "127.0.0.1:0",
+		ShutdownTimeout: shutdownTimeout,
+		HealthInterval:  50 * time.Millisecond,
+		MaxRecvMsgSize:  4 << 20,
+	}, server.Options{
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database: db,
+		Register: func(r server.Registrar) error {
+			testgrpc.RegisterTestServiceServer(r.GRPC, svc)
+			return nil
+		},
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{srv: srv, stop: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = srv.Run(ctx)
+		close(r.done)
+	}()
+	r.conn, err = grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cancel()
+		_ = r.conn.Close()
+		select {
+		case <-r.done:
+		case <-time.After(30 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return r
+}
+
+func waitHealth(t *testing.T, conn *grpc.ClientConn, service string, want healthgrpc.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	client := healthgrpc.NewHealthClient(conn)
+	var last string
+	require.Eventually(t, func() bool {
+		resp, err := client.Check(context.Background(), &healthgrpc.HealthCheckRequest{Service: service})
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		last = resp.GetStatus().String()
+		return resp.GetStatus() == want
+	}, 20*time.Second, 20*time.Millisecond, "health of %q never became %v (last: %s)", service, want, last)
+}
+
+func TestHealthFollowsTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	cluster := pgtest.StartCluster(t)
+	pool, err := pgxpool.New(ctx, cluster.DSN("postgres")+" connect_timeout=1")
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	r := start(t, pool, &testServer{}, 5*time.Second)
+
+	for _, svc := range []string{"", testService} {
+		waitHealth(t, r.conn, svc, healthgrpc.HealthCheckResponse_SERVING)
+	}
+
+	require.NoError(t, cluster.Stop(ctx))
+	for _, svc := range []string{"", testService} {
+		waitHealth(t, r.conn, svc, healthgrpc.HealthCheckResponse_NOT_SERVING)
+	}
+
+	require.NoError(t, cluster.Start(ctx))
+	for _, svc := range []string{"", testService} {
+		waitHealth(t, r.conn, svc, healthgrpc.HealthCheckResponse_SERVING)
+	}
+
+	_, err = healthgrpc.NewHealthClient(r.conn).Check(ctx, &healthgrpc.HealthCheckRequest{Service: "no.such.Service"})
+	assert.Equal(t, codes.NotFound, status.Code(err), "unknown service names are NOT_FOUND")
+}
+
+func TestReflectionListsServices(t *testing.T) {
+	r := start(t, pgtest.NewPool(t), &testServer{}, 5*time.Second)
+	want := []string{testService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"}
+	ctx := context.Background()
+
+	v1, err := reflectionv1.NewServerReflectionClient(r.conn).ServerReflectionInfo(ctx)
+	require.NoError(t, err)
+	require.NoError(t, v1.Send(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{}}))
+	resp, err := v1.Recv()
+	require.NoError(t, err)
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	assert.Subset(t, names, want)
+
+	// Descriptors resolve, so grpcurl can build requests without protos.
+	require.NoError(t, v1.Send(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: testService}}))
+	resp, err = v1.Recv()
+	require.NoError(t, err)
+	assert.NotEmpty(t, resp.GetFileDescriptorResponse().GetFileDescriptorProto())
+
+	// Older clients speak v1alpha.
+	alpha, err := reflectionv1alpha.NewServerReflectionClient(r.conn).ServerReflectionInfo(ctx) //nolint:staticcheck // testing the deprecated protocol on purpose
+	require.NoError(t, err)
+	require.NoError(t, alpha.Send(&reflectionv1alpha.ServerReflectionRequest{MessageRequest: &reflectionv1alpha.ServerReflectionRequest_ListServices{}}))
+	alphaResp, err := alpha.Recv()
+	require.NoError(t, err)
+	assert.NotEmpty(t, alphaResp.GetListServicesResponse().GetService())
+}
+
+func TestGracefulShutdownLetsInFlightCallsFinish(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	svc := &testServer{
+		unary: func(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+			close(entered)
+			<-release
+			return &testgrpc.SimpleResponse{Username: "finished"}, nil
+		},
+		streamStarted: make(chan struct{}, 1),
+	}
+	r := start(t, pgtest.NewPool(t), svc, 30*time.Second)
+	client := testgrpc.NewTestServiceClient(r.conn)
+	ctx := context.Background()
+
+	unaryDone := make(chan error, 1)
+	var unaryResp atomic.Pointer[testgrpc.SimpleResponse]
+	go func() {
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		unaryResp.Store(resp)
+		unaryDone <- err
+	}()
+	<-entered
+
+	stream, err := client.StreamingInputCall(ctx)
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: []byte("abc")}}))
+	<-svc.streamStarted
+
+	r.stop() // as SIGTERM does
+
+	// New calls are refused while the old ones finish.
+	require.Eventually(t, func() bool {
+		fresh, err := grpc.NewClient(r.srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		require.NoError(t, err)
+		defer fresh.Close()
+		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		_, err = testgrpc.NewTestServiceClient(fresh).EmptyCall(ctx, &testgrpc.Empty{})
+		return err != nil
+	}, 10*time.Second, 20*time.Millisecond)
+
+	// The stream that was open goes on receiving and completes.
+	require.NoError(t, stream.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: []byte("defg")}}))
+	streamResp, err := stream.CloseAndRecv()
+	require.NoError(t, err)
+	assert.Equal(t, int32(7), streamResp.GetAggregatedPayloadSize())
+
+	select {
+	case <-r.done:
+		t.Fatal("Run returned while a call was still in flight")
+	default:
+	}
+	close(release)
+	require.NoError(t, <-unaryDone)
+	assert.Equal(t, "finished", unaryResp.Load().GetUsername())
+	select {
+	case <-r.done:
+		assert.NoError(t, r.err, "a requested shutdown is not an error")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the last call finished")
+	}
+}
+
+func TestShutdownTimeoutCutsOffStuckCalls(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler func(ctx context.Context) // blocks until the call ends
+	}{
+		// A slow query: returns once its context is cancelled.
+		{"call that honours its context", func(ctx context.Context) { <-ctx.Done() }},
+		// A bug: never returns. The server still exits.
+		{"call that ignores its context", func(context.Context) { select {} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			entered := make(chan struct{})
+			svc := &testServer{unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+				close(entered)
+				tc.handler(ctx)
+				return nil, ctx.Err()
+			}}
+			r := start(t, pgtest.NewPool(t), svc, 300*time.Millisecond)
+			callErr := make(chan error, 1)
+			go func() {
+				_, err := testgrpc.NewTestServiceClient(r.conn).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+				callErr <- err
+			}()
+			<-entered
+			began := time.Now()
+			r.stop()
+			select {
+			case <-r.done:
+				assert.NoError(t, r.err)
+			case <-time.After(15 * time.Second):
+				t.Fatal("shutdown did not force-stop after its timeout")
+			}
+			assert.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond, "in-flight calls get the whole timeout")
+			assert.Equal(t, codes.Unavailable, status.Code(<-callErr), "the cut-off call fails retryably")
+		})
+	}
+}
+
+func TestHandlerErrorsAreTranslatedAndPanicsRecovered(t *testing.T) {
+	var calls atomic.Int32
+	svc := &testServer{unary: func(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		calls.Add(1)
+		switch string(req.GetPayload().GetBody()) {
+		case "duplicate":
+			return nil, &pgconn.PgError{Code: "23505", Message: `duplicate key value violates unique constraint "profiles_pkey" in SELECT secret`}
+		case "panic":
+			panic("handler bug")
+		}
+		return &testgrpc.SimpleResponse{}, nil
+	}}
+	r := start(t, pgtest.NewPool(t), svc, 5*time.Second)
+	client := testgrpc.NewTestServiceClient(r.conn)
+	ctx := context.Background()
+
+	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("duplicate")}})
+	st := status.Convert(err)
+	assert.Equal(t, codes.AlreadyExists, st.Code())
+	assert.NotContains(t, st.Message(), "secret")
+	assert.NotContains(t, st.Message(), "profiles_pkey")
+
+	_, err = client.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("panic")}})
+	assert.Equal(t, codes.Internal, status.Code(err))
+	assert.NotContains(t, status.Convert(err).Message(), "handler bug")
+
+	// The process survived the panic and serves the next call.
+	_, err = client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+	require.NoError(t, err)
+	assert.Equal(t, int32(3), calls.Load())
+
+	metrics := scrape(t, r.srv.MetricsAddr())
+	assert.Contains(t, metrics, "grpc_server_panics_recovered_total 1")
+	assert.Contains(t, metrics, `grpc_server_handled_total{grpc_code="AlreadyExists",grpc_method="UnaryCall",grpc_service="grpc.testing.TestService",grpc_type="unary"} 1`)
+	assert.Contains(t, metrics, `grpc_server_handled_total{grpc_code="OK",grpc_method="UnaryCall",grpc_service="grpc.testing.TestService",grpc_type="unary"} 1`)
+	assert.Contains(t, metrics, `grpc_server_handling_seconds_bucket{grpc_method="UnaryCall"`)
+	assert.Contains(t, metrics, "go_goroutines")
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+func TestNewFailsOnTakenPort(t *testing.T) {
+	r := start(t, pgtest.NewPool(t), &testServer{}, time.Second)
+	_, err := server.New(server.Config{
+		ListenAddr: r.srv.Addr(), MetricsAddr: "127.0.0.1:0",
+		ShutdownTimeout: time.Second, HealthInterval: time.Second, MaxRecvMsgSize: 1 << 20,
+	}, server.Options{
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database: pgtest.NewPool(t),
+		Register: func(server.Registrar) error { return nil },
+	})
+	require.Error(t, err)
+	assert.True(t, strings.Contains(err.Error(), r.srv.Addr()), "error names the address: %v", err)
+}
+
+func TestHealthWatchDoesNotHoldShutdown(t *testing.T) {
+	r := start(t, pgtest.NewPool(t), &testServer{}, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	watch, err := healthgrpc.NewHealthClient(r.conn).Watch(ctx, &healthgrpc.HealthCheckRequest{Service: testService})
+	require.NoError(t, err)
+	for {
+		resp, err := watch.Recv()
+		require.NoError(t, err)
+		if resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING {
+			break
+		}
+	}
+
+	began := time.Now()
+	r.stop()
+	// Watchers learn the server is going away, then their stream ends.
+	resp, err := watch.Recv()
+	require.NoError(t, err)
+	assert.Equal(t, healthgrpc.HealthCheckResponse_NOT_SERVING, resp.GetStatus())
+	for err == nil {
+		_, err = watch.Recv()
+	}
+	select {
+	case <-r.done:
+		assert.NoError(t, r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("an open health watch held up the shutdown")
+	}
+	assert.Less(t, time.Since(began), 10*time.Second)
+}

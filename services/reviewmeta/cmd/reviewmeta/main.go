@@ -1,0 +1,23 @@
+// Command reviewmeta runs ReviewMetadataService: platform-specific review metadata and reply tracking.
+//
+//	reviewmeta migrate   apply the reviewmeta schema's migrations
+//	reviewmeta serve     serve gRPC on LISTEN_ADDR (:50052) and /metrics on METRICS_ADDR (:9452)
+package main
+
+import (
+	"os"
+
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/reviewmeta/internal/reviewmetasvc"
+)
+
+var service = app.Service{
+	Name:               "reviewmeta",
+	DefaultListenAddr:  ":50052",
+	DefaultMetricsAddr: ":9452",
+	Migrations:         migrations.ReviewMeta,
+	Register:           reviewmetasvc.Register,
+}
+
+func main() { os.Exit(app.Main(service)) }
