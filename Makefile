@@ -48,8 +48,10 @@ generate: $(GEN_TOOLS) ## regenerate gen/ from proto/
 	$(BUF) generate
 
 .PHONY: lint
-lint: $(GEN_TOOLS) ## buf lint, gofmt, go vet, generated code in sync
+lint: $(GEN_TOOLS) ## buf lint and breaking, gofmt, go vet, generated code in sync
 	$(BUF) lint
+	@# Uncommitted proto changes must not break the committed contract.
+	$(BUF) breaking --against '.git#ref=HEAD'
 	@unformatted="$$(gofmt -l $(MODULES))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
