@@ -69,6 +69,12 @@ lint: $(GEN_TOOLS) ## buf lint and breaking, gofmt, go vet, generated code in sy
 test: lint ## lint, then every module's tests with -race
 	go test -race -count=1 -timeout 15m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
+# Benchmarks: each prints ns/op and its own figures (ops/s, p50/p99). Runs
+# one package at a time so benchmarks do not compete for the two cores.
+.PHONY: bench
+bench: ## run the benchmarks (several minutes)
+	go test -run '^$$' -bench . -benchtime 5s -timeout 60m ./services/profile/internal/profilesvc/
+
 .PHONY: build
 build: ## build bin/profile, bin/reviewmeta, bin/oplog
 	@mkdir -p bin

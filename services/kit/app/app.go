@@ -36,8 +36,20 @@ type Service struct {
 	DefaultMetricsAddr string
 	// Migrations are the service's schema migrations.
 	Migrations migrations.Set
+	// Config, if set, adds the service's own flags to `serve` and
+	// validates them with the rest; Register reads the parsed values.
+	Config Configurable
 	// Register wires the service's gRPC implementation to its database.
 	Register func(server.Registrar, *pgxpool.Pool) error
+}
+
+// Configurable is a service's own configuration.
+type Configurable interface {
+	// RegisterFlags adds the flags; each also gets its environment
+	// variable (EnvName).
+	RegisterFlags(*flag.FlagSet)
+	// Validate returns every problem at once, naming the variables.
+	Validate() error
 }
 
 // Env is the process environment a command runs with; tests substitute it.
@@ -118,7 +130,7 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 	if err := parseFlags(fs, args, env.Getenv); err != nil {
 		return usageError(err)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validate(svc); err != nil {
 		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, err)
 	}
 	logger, err := newLogger(env, cfg.commonConfig)

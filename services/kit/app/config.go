@@ -109,10 +109,18 @@ func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", 16, "maximum connections in the pool")
 	fs.DurationVar(&c.DBConnectTimeout, "db-connect-timeout", 5*time.Second, "timeout for opening one database connection")
 	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest request message accepted, in bytes")
+	if svc.Config != nil {
+		svc.Config.RegisterFlags(fs)
+	}
 }
 
-func (c *serveConfig) validate() error {
+func (c *serveConfig) validate(svc Service) error {
 	errs := c.commonConfig.validate()
+	if svc.Config != nil {
+		if err := svc.Config.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, a := range []struct{ name, value string }{
 		{"LISTEN_ADDR (-listen-addr)", c.ListenAddr},
 		{"METRICS_ADDR (-metrics-addr)", c.MetricsAddr},

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"testing"
@@ -35,10 +36,11 @@ type Service struct {
 }
 
 // Start migrates a fresh database with svc's `migrate` command, starts
-// `serve`, and waits until health reports grpcService SERVING. When the
-// test ends the service is stopped as SIGTERM would, and must exit 0. The
-// calling package's TestMain must use pgtest.Main.
-func Start(t *testing.T, svc app.Service, grpcService string) *Service {
+// `serve` with extra flags added, and waits until health reports
+// grpcService SERVING. When the test ends the service is stopped as
+// SIGTERM would, and must exit 0. The calling package's TestMain must use
+// pgtest.Main.
+func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *Service {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	env := map[string]string{"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
@@ -55,7 +57,7 @@ func Start(t *testing.T, svc app.Service, grpcService string) *Service {
 	exit := make(chan int, 1)
 	go func() {
 		exit <- app.Run(ctx, svc, app.Env{
-			Args:   []string{"serve", "-listen-addr=127.0.0.1:0", "-metrics-addr=127.0.0.1:0", "-health-interval=50ms"},
+			Args:   append([]string{"serve", "-listen-addr=127.0.0.1:0", "-metrics-addr=127.0.0.1:0", "-health-interval=50ms"}, flags...),
 			Getenv: getenv,
 			Stderr: &logs,
 			Ready:  func(s *server.Server) { ready <- s },
@@ -99,6 +101,45 @@ func Start(t *testing.T, svc app.Service, grpcService string) *Service {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return &Service{Conn: conn, Addr: srv.Addr(), MetricsAddr: srv.MetricsAddr(), DatabaseURL: dsn}
+}
+
+// Serve runs a kit server with the real interceptor chain on a free
+// port, with the services register adds, and returns a client connection
+// to it. The server stops when the test ends.
+func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error) *grpc.ClientConn {
+	t.Helper()
+	srv, err := server.New(server.Config{
+		ListenAddr:      "127.0.0.1:0",
+		MetricsAddr:     "127.0.0.1:0",
+		ShutdownTimeout: 10 * time.Second,
+		HealthInterval:  time.Second,
+		MaxRecvMsgSize:  16 << 20,
+	}, server.Options{
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database: db,
+		Register: register,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	conn, err := grpc.NewClient(srv.Addr(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	return conn
 }
 
 // assertMigrated checks that migrate left the schema with its own goose

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sort"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -63,6 +64,21 @@ type Registrar struct {
 	Metrics prometheus.Registerer
 	// Logger is the server's logger.
 	Logger *slog.Logger
+
+	server *Server
+}
+
+// Background adds a task that runs while the server runs: started by Run,
+// its context cancelled once the gRPC server has stopped (so tasks that
+// in-flight calls depend on outlive those calls), and awaited before Run
+// returns. A task must return when its context ends.
+func (r Registrar) Background(name string, task func(ctx context.Context)) {
+	r.server.background = append(r.server.background, backgroundTask{name: name, run: task})
+}
+
+type backgroundTask struct {
+	name string
+	run  func(ctx context.Context)
 }
 
 // Options are the parts a service supplies.
@@ -90,6 +106,7 @@ type Server struct {
 	lis        net.Listener
 	metricsLis net.Listener
 	metricsSrv *http.Server
+	background []backgroundTask
 }
 
 // New builds the server and binds both listeners, so the addresses are
@@ -126,7 +143,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 
 	s.grpc = grpc.NewServer(s.serverOptions(grpcMetrics, panics)...)
-	if err := opts.Register(Registrar{GRPC: s.grpc, Metrics: registry, Logger: s.log}); err != nil {
+	if err := opts.Register(Registrar{GRPC: s.grpc, Metrics: registry, Logger: s.log, server: s}); err != nil {
 		return nil, err
 	}
 	for name := range s.grpc.GetServiceInfo() {
@@ -243,6 +260,18 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(watched)
 		s.watchDatabase(watchCtx)
 	}()
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	for _, task := range s.background {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			task.run(bgCtx)
+			if bgCtx.Err() == nil {
+				s.log.Warn("background task ended early", "task", task.name)
+			}
+		}()
+	}
 	s.log.Info("serving", "addr", s.Addr(), "metrics_addr", s.MetricsAddr(), "services", s.services)
 
 	var err error
@@ -255,7 +284,26 @@ func (s *Server) Run(ctx context.Context) error {
 	stopWatching()
 	<-watched
 	s.shutdown()
+	stopBackground()
+	if !waitTimeout(&bg, s.cfg.ShutdownTimeout) {
+		s.log.Error("background tasks did not stop in time; exiting without them")
+	}
 	return err
+}
+
+// waitTimeout waits for wg, at most d. It reports whether wg finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 func (s *Server) shutdown() {

@@ -376,3 +376,59 @@ func TestHealthWatchDoesNotHoldShutdown(t *testing.T) {
 	}
 	assert.Less(t, time.Since(began), 10*time.Second)
 }
+
+func TestBackgroundTasksOutliveInFlightCalls(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var callFinished, taskSawCallFinished atomic.Bool
+	svc := &testServer{unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		close(entered)
+		<-release
+		callFinished.Store(true)
+		return &testgrpc.SimpleResponse{}, nil
+	}}
+	taskStarted, taskDone := make(chan struct{}), make(chan struct{})
+	srv, err := server.New(server.Config{
+		ListenAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		ShutdownTimeout: 10 * time.Second, HealthInterval: time.Second, MaxRecvMsgSize: 1 << 20,
+	}, server.Options{
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database: pgtest.NewPool(t),
+		Register: func(r server.Registrar) error {
+			testgrpc.RegisterTestServiceServer(r.GRPC, svc)
+			r.Background("test task", func(ctx context.Context) {
+				close(taskStarted)
+				<-ctx.Done()
+				taskSawCallFinished.Store(callFinished.Load())
+				close(taskDone)
+			})
+			return nil
+		},
+	})
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- srv.Run(ctx) }()
+	<-taskStarted
+
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	callErr := make(chan error, 1)
+	go func() {
+		_, err := testgrpc.NewTestServiceClient(conn).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+		callErr <- err
+	}()
+	<-entered
+	stop()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-taskDone:
+		t.Fatal("background task stopped while a call was still in flight")
+	default:
+	}
+	close(release)
+	require.NoError(t, <-callErr)
+	require.NoError(t, <-result)
+	<-taskDone
+	assert.True(t, taskSawCallFinished.Load())
+}

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
@@ -18,13 +21,21 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestBinaryMigratesAndServes(t *testing.T) {
 	grpcService := profilev1.ProfileService_ServiceDesc.ServiceName
-	s := apptest.Start(t, service, grpcService)
+	// A non-default N shows the service's own flags reach the handlers.
+	s := apptest.Start(t, service, grpcService, "-refresh-after-failures=1")
 
 	assert.Contains(t, apptest.ListServices(t, s.Conn), grpcService, "reflection lists the service")
-	assert.Contains(t, apptest.Scrape(t, s.MetricsAddr), `grpc_server_started_total{grpc_method=`)
 
-	// Not built yet: answers UNIMPLEMENTED rather than pretending.
-	ctx := context.Background()
-	_, err := profilev1.NewProfileServiceClient(s.Conn).GetProfile(ctx, &profilev1.GetProfileRequest{})
-	assert.Equal(t, codes.Unimplemented, status.Code(err))
+	client := profilev1.NewProfileServiceClient(s.Conn)
+	resp, err := client.RecordLoginResult(context.Background(), &profilev1.RecordLoginResultRequest{
+		EventId:           uuid.NewString(),
+		UserId:            uuid.NewString(),
+		PlatformAccountId: "acct",
+		Outcome:           commonv1.Outcome_OUTCOME_FAILED,
+		OccurredAt:        timestamppb.New(time.Now()),
+	})
+	require.NoError(t, err)
+	assert.True(t, resp.GetProfile().GetNeedsSessionRefresh(), "one failure is enough with -refresh-after-failures=1")
+	assert.Contains(t, apptest.Scrape(t, s.MetricsAddr),
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="RecordLoginResult",grpc_service="platforma.profile.v1.ProfileService",grpc_type="unary"} 1`)
 }

@@ -1,0 +1,136 @@
+// Package validate checks request fields and records what is wrong with
+// them as field violations. Everything a client sends passes through here
+// before it reaches SQL: Postgres cannot store NUL bytes or invalid UTF-8
+// in text, and unbounded strings are a cost every reader pays.
+package validate
+
+import (
+	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/platforma/platforma/services/kit/apierr"
+)
+
+// UUID parses s, which must be a UUID in its canonical 36-character form
+// (either case). An empty s is reported as missing.
+func UUID(v *apierr.Violations, field, s string) (uuid.UUID, bool) {
+	if s == "" {
+		v.Add(field, "required")
+		return uuid.Nil, false
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		v.Add(field, "must be a UUID like 0191d2c4-7b1e-7c3a-9f4e-2d5b6a7c8d9e")
+		return uuid.Nil, false
+	}
+	return id, true
+}
+
+// Text is how a string field may look.
+type Text struct {
+	// Required refuses the empty string.
+	Required bool
+	// MaxBytes bounds the UTF-8 length.
+	MaxBytes int
+	// Identifier refuses every control character and surrounding
+	// whitespace: the value names something and is compared exactly.
+	Identifier bool
+}
+
+// Check reports whether s is acceptable: valid UTF-8, no NUL byte, within
+// the bounds.
+func (t Text) Check(v *apierr.Violations, field, s string) bool {
+	switch {
+	case s == "":
+		if t.Required {
+			v.Add(field, "required")
+			return false
+		}
+		return true
+	case len(s) > t.MaxBytes:
+		v.Addf(field, "at most %d bytes, got %d", t.MaxBytes, len(s))
+	case !utf8.ValidString(s):
+		v.Add(field, "must be valid UTF-8")
+	case containsNUL(s):
+		v.Add(field, "must not contain NUL bytes")
+	case t.Identifier && hasControl(s):
+		v.Add(field, "must not contain control characters")
+	case t.Identifier && (unicode.IsSpace(firstRune(s)) || unicode.IsSpace(lastRune(s))):
+		v.Add(field, "must not start or end with whitespace")
+	default:
+		return true
+	}
+	return false
+}
+
+func containsNUL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func firstRune(s string) rune { r, _ := utf8.DecodeRuneInString(s); return r }
+func lastRune(s string) rune  { r, _ := utf8.DecodeLastRuneInString(s); return r }
+
+// Timestamp converts a required timestamp, refusing missing or
+// out-of-range values (Postgres keeps microseconds; sub-microsecond digits
+// are dropped by the database).
+func Timestamp(v *apierr.Violations, field string, ts *timestamppb.Timestamp) (time.Time, bool) {
+	if ts == nil {
+		v.Add(field, "required")
+		return time.Time{}, false
+	}
+	if err := ts.CheckValid(); err != nil {
+		v.Add(field, "not a valid timestamp")
+		return time.Time{}, false
+	}
+	return ts.AsTime(), true
+}
+
+// Within reports whether t lies in [now-maxAge, now+maxSkew].
+func Within(v *apierr.Violations, field string, t, now time.Time, maxAge, maxSkew time.Duration) bool {
+	switch {
+	case t.After(now.Add(maxSkew)):
+		v.Addf(field, "more than %s in the future", maxSkew)
+	case t.Before(now.Add(-maxAge)):
+		v.Addf(field, "older than %s", maxAge)
+	default:
+		return true
+	}
+	return false
+}
+
+// Enum checks that e is a value its enum declares; with required, also
+// that it is not the zero (UNSPECIFIED) value. Clients on old or foreign
+// stubs can send numbers the server does not know.
+func Enum(v *apierr.Violations, field string, e protoreflect.Enum, required bool) bool {
+	n := e.Number()
+	desc := e.Descriptor()
+	if desc.Values().ByNumber(n) == nil {
+		v.Add(field, fmt.Sprintf("unknown %s value %d", desc.Name(), n))
+		return false
+	}
+	if required && n == 0 {
+		v.Add(field, "required")
+		return false
+	}
+	return true
+}

@@ -1,0 +1,138 @@
+package validate_test
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
+	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/validate"
+)
+
+// violation returns the single description recorded for field, "" if none.
+func violation(v *apierr.Violations, field string) string {
+	for _, fv := range v.List() {
+		if fv.GetField() == field {
+			return fv.GetDescription()
+		}
+	}
+	return ""
+}
+
+func TestUUID(t *testing.T) {
+	tests := []struct {
+		in      string
+		ok      bool
+		problem string
+	}{
+		{"0191d2c4-7b1e-7c3a-9f4e-2d5b6a7c8d9e", true, ""},
+		{"0191D2C4-7B1E-7C3A-9F4E-2D5B6A7C8D9E", true, ""},
+		{"", false, "required"},
+		{"not-a-uuid", false, "must be a UUID"},
+		{"urn:uuid:0191d2c4-7b1e-7c3a-9f4e-2d5b6a7c8d9e", false, "must be a UUID"},
+		{"{0191d2c4-7b1e-7c3a-9f4e-2d5b6a7c8d9e}", false, "must be a UUID"},
+		{"0191d2c47b1e7c3a9f4e2d5b6a7c8d9e", false, "must be a UUID"},
+		{"0191d2c4-7b1e-7c3a-9f4e-2d5b6a7c8d9\x00", false, "must be a UUID"},
+	}
+	for _, tt := range tests {
+		var v apierr.Violations
+		id, ok := validate.UUID(&v, "user_id", tt.in)
+		assert.Equal(t, tt.ok, ok, tt.in)
+		assert.Contains(t, violation(&v, "user_id"), tt.problem, tt.in)
+		if ok {
+			assert.Equal(t, strings.ToLower(tt.in), id.String())
+		}
+	}
+}
+
+func TestText(t *testing.T) {
+	id := validate.Text{Required: true, MaxBytes: 8, Identifier: true}
+	free := validate.Text{MaxBytes: 8}
+	tests := []struct {
+		name    string
+		rule    validate.Text
+		in      string
+		problem string // "" when acceptable
+	}{
+		{"plain", id, "acct-1", ""},
+		{"missing", id, "", "required"},
+		{"optional empty", free, "", ""},
+		{"exactly the limit", id, "12345678", ""},
+		{"one byte over", id, "123456789", "at most 8 bytes, got 9"},
+		{"multibyte counted in bytes", id, "가나다", "at most 8 bytes, got 9"},
+		{"NUL", free, "a\x00b", "NUL"},
+		{"invalid UTF-8", free, "a\xffb", "valid UTF-8"},
+		{"newline allowed in free text", free, "a\nb", ""},
+		{"newline refused in identifier", id, "a\nb", "control characters"},
+		{"leading space refused in identifier", id, " a", "whitespace"},
+		{"trailing space refused in identifier", id, "a ", "whitespace"},
+		{"inner space allowed", id, "a b", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var v apierr.Violations
+			ok := tt.rule.Check(&v, "f", tt.in)
+			assert.Equal(t, tt.problem == "", ok)
+			if tt.problem != "" {
+				assert.Contains(t, violation(&v, "f"), tt.problem)
+			}
+		})
+	}
+}
+
+func TestTimestampAndWithin(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	var v apierr.Violations
+	_, ok := validate.Timestamp(&v, "missing", nil)
+	assert.False(t, ok)
+	_, ok = validate.Timestamp(&v, "huge", &timestamppb.Timestamp{Seconds: math.MaxInt64})
+	assert.False(t, ok)
+	_, ok = validate.Timestamp(&v, "bad_nanos", &timestamppb.Timestamp{Seconds: 1, Nanos: -1})
+	assert.False(t, ok)
+	got, ok := validate.Timestamp(&v, "fine", timestamppb.New(now))
+	assert.True(t, ok)
+	assert.True(t, got.Equal(now))
+	assert.Equal(t, "required", violation(&v, "missing"))
+	assert.Equal(t, "not a valid timestamp", violation(&v, "huge"))
+	assert.Equal(t, "not a valid timestamp", violation(&v, "bad_nanos"))
+
+	for _, tt := range []struct {
+		at      time.Time
+		problem string
+	}{
+		{now, ""},
+		{now.Add(5 * time.Minute), ""},
+		{now.Add(5*time.Minute + time.Second), "more than 5m0s in the future"},
+		{now.Add(-24 * time.Hour), ""},
+		{now.Add(-24*time.Hour - time.Second), "older than 24h0m0s"},
+	} {
+		var v apierr.Violations
+		ok := validate.Within(&v, "at", tt.at, now, 24*time.Hour, 5*time.Minute)
+		assert.Equal(t, tt.problem == "", ok, tt.at)
+		assert.Contains(t, violation(&v, "at"), tt.problem)
+	}
+}
+
+func TestEnum(t *testing.T) {
+	for _, tt := range []struct {
+		value    commonv1.Outcome
+		required bool
+		problem  string
+	}{
+		{commonv1.Outcome_OUTCOME_SUCCESS, true, ""},
+		{commonv1.Outcome_OUTCOME_UNSPECIFIED, false, ""},
+		{commonv1.Outcome_OUTCOME_UNSPECIFIED, true, "required"},
+		{commonv1.Outcome(42), false, "unknown Outcome value 42"},
+		{commonv1.Outcome(-1), true, "unknown Outcome value -1"},
+	} {
+		var v apierr.Violations
+		ok := validate.Enum(&v, "outcome", tt.value, tt.required)
+		assert.Equal(t, tt.problem == "", ok, tt.value)
+		assert.Contains(t, violation(&v, "outcome"), tt.problem)
+	}
+}

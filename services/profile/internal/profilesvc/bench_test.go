@@ -1,0 +1,229 @@
+package profilesvc_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
+	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
+	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/db"
+	"github.com/platforma/platforma/services/kit/pgtest"
+	"github.com/platforma/platforma/services/kit/server"
+	"github.com/platforma/platforma/services/profile/internal/profilesvc"
+	"github.com/platforma/platforma/services/profile/internal/store"
+)
+
+// Run with `make bench` (or go test -run '^$' -bench . ./internal/profilesvc/).
+// Each path runs 64 concurrent callers against the same pool settings as
+// the service (16 connections): through gRPC with the full interceptor
+// chain, and the same store call (the same SQL) directly through pgx.
+
+const callers = 64
+
+// benchPool is a pool configured like the service's.
+func benchPool(b *testing.B) *pgxpool.Pool {
+	b.Helper()
+	pool, err := db.NewPool(context.Background(), db.PoolConfig{URL: pgtest.NewDatabase(b), MaxConns: 16, ConnectTimeout: 5 * time.Second})
+	require.NoError(b, err)
+	b.Cleanup(pool.Close)
+	return pool
+}
+
+// accounts spreads the load over this many accounts: workers report on
+// many accounts at once, rarely the same one concurrently.
+const accounts = 10000
+
+type accountGen struct{ users [accounts]uuid.UUID }
+
+func newAccounts() *accountGen {
+	g := &accountGen{}
+	for i := range g.users {
+		g.users[i] = uuid.New()
+	}
+	return g
+}
+
+func (g *accountGen) request(rng *rand.Rand) *profilev1.RecordLoginResultRequest {
+	o := commonv1.Outcome_OUTCOME_SUCCESS
+	if rng.IntN(4) == 0 {
+		o = commonv1.Outcome_OUTCOME_FAILED
+	}
+	return &profilev1.RecordLoginResultRequest{
+		EventId:           uuid.NewString(),
+		UserId:            g.users[rng.IntN(accounts)].String(),
+		PlatformAccountId: "acct",
+		Outcome:           o,
+		OccurredAt:        timestamppb.New(time.Now().Add(-time.Duration(rng.IntN(3600)) * time.Second)),
+	}
+}
+
+func toResult(r *profilev1.RecordLoginResultRequest) store.LoginResult {
+	return store.LoginResult{
+		EventID:    uuid.MustParse(r.GetEventId()),
+		Account:    store.Account{UserID: uuid.MustParse(r.GetUserId()), PlatformAccountID: r.GetPlatformAccountId()},
+		Success:    r.GetOutcome() == commonv1.Outcome_OUTCOME_SUCCESS,
+		OccurredAt: r.GetOccurredAt().AsTime(),
+	}
+}
+
+func parallel(b *testing.B, op func(rng *rand.Rand) error) {
+	parallelN(b, callers, op)
+}
+
+// parallelN runs op from n goroutines (rounded to a multiple of GOMAXPROCS).
+func parallelN(b *testing.B, n int, op func(rng *rand.Rand) error) {
+	procs := runtime.GOMAXPROCS(0)
+	if n < procs {
+		// RunParallel cannot go below GOMAXPROCS goroutines.
+		b.ResetTimer()
+		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		for i := 0; i < b.N; i++ {
+			if err := op(rng); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return
+	}
+	b.SetParallelism(n / procs)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		for pb.Next() {
+			if err := op(rng); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkRecordLoginResult(b *testing.B) {
+	gen := newAccounts()
+	b.Run("grpc", func(b *testing.B) {
+		pool := benchPool(b)
+		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
+		client := profilev1.NewProfileServiceClient(conn)
+		parallel(b, func(rng *rand.Rand) error {
+			_, err := client.RecordLoginResult(context.Background(), gen.request(rng))
+			return err
+		})
+	})
+	b.Run("pgx", func(b *testing.B) {
+		st := store.New(benchPool(b))
+		parallel(b, func(rng *rand.Rand) error {
+			_, err := st.RecordLoginResults(context.Background(), []store.LoginResult{toResult(gen.request(rng))})
+			return err
+		})
+	})
+}
+
+func BenchmarkBatchRecordLoginResults500(b *testing.B) {
+	gen := newAccounts()
+	batch := func(rng *rand.Rand) []*profilev1.RecordLoginResultRequest {
+		reqs := make([]*profilev1.RecordLoginResultRequest, 500)
+		for i := range reqs {
+			reqs[i] = gen.request(rng)
+		}
+		return reqs
+	}
+	b.Run("grpc", func(b *testing.B) {
+		pool := benchPool(b)
+		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
+		client := profilev1.NewProfileServiceClient(conn)
+		parallel(b, func(rng *rand.Rand) error {
+			_, err := client.BatchRecordLoginResults(context.Background(), &profilev1.BatchRecordLoginResultsRequest{Requests: batch(rng)})
+			return err
+		})
+		b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "outcomes/s")
+	})
+	b.Run("pgx", func(b *testing.B) {
+		st := store.New(benchPool(b))
+		parallel(b, func(rng *rand.Rand) error {
+			reqs := batch(rng)
+			results := make([]store.LoginResult, len(reqs))
+			for i, r := range reqs {
+				results[i] = toResult(r)
+			}
+			_, err := st.RecordLoginResults(context.Background(), results)
+			return err
+		})
+		b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "outcomes/s")
+	})
+}
+
+// BenchmarkGetProfile1M looks up random profiles among a million, by id
+// and by account, and reports latency percentiles as seen by the caller.
+func BenchmarkGetProfile1M(b *testing.B) {
+	pool := benchPool(b)
+	ctx := context.Background()
+	seedStart := time.Now()
+	_, err := pool.Exec(ctx, `
+		INSERT INTO profile.profiles (user_id, platform_account_id, auth_type, total_login_count, success_login_count, recent_logins)
+		SELECT gen_random_uuid(), 'acct-' || g, g % 3, 40, g % 41,
+			ARRAY(SELECT ROW(now() - make_interval(mins => k), k % 3 > 0, gen_random_uuid())::profile.login FROM generate_series(1, 10) k)
+		FROM generate_series(1, 1000000) g;
+		ANALYZE profile.profiles`)
+	require.NoError(b, err)
+	b.Logf("seeded 1M profiles in %s", time.Since(seedStart).Round(time.Second))
+	rows, err := pool.Query(ctx, `SELECT id::text, user_id::text, platform_account_id FROM profile.profiles TABLESAMPLE SYSTEM (2) LIMIT 20000`)
+	require.NoError(b, err)
+	var sample [][3]string
+	for rows.Next() {
+		var r [3]string
+		require.NoError(b, rows.Scan(&r[0], &r[1], &r[2]))
+		sample = append(sample, r)
+	}
+	require.NoError(b, rows.Err())
+
+	conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
+	client := profilev1.NewProfileServiceClient(conn)
+	for _, bc := range []struct {
+		mode    string
+		callers int
+	}{{"by-id", 1}, {"by-account", 1}, {"by-id", callers}, {"by-account", callers}} {
+		mode := bc.mode
+		b.Run(fmt.Sprintf("%s/callers=%d", mode, bc.callers), func(b *testing.B) {
+			var mu sync.Mutex
+			latencies := make([]time.Duration, 0, b.N)
+			parallelN(b, bc.callers, func(rng *rand.Rand) error {
+				s := sample[rng.IntN(len(sample))]
+				req := &profilev1.GetProfileRequest{Id: s[0]}
+				if mode == "by-account" {
+					req = &profilev1.GetProfileRequest{UserId: s[1], PlatformAccountId: s[2]}
+				}
+				start := time.Now()
+				_, err := client.GetProfile(context.Background(), req)
+				d := time.Since(start)
+				mu.Lock()
+				latencies = append(latencies, d)
+				mu.Unlock()
+				return err
+			})
+			reportPercentiles(b, latencies)
+		})
+	}
+}
+
+func reportPercentiles(b *testing.B, latencies []time.Duration) {
+	if len(latencies) == 0 {
+		return
+	}
+	slices.Sort(latencies)
+	at := func(q float64) float64 {
+		return float64(latencies[int(q*float64(len(latencies)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+}

@@ -1,0 +1,33 @@
+package profilesvc
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/platforma/platforma/services/profile/internal/store"
+)
+
+// runJanitor deletes idempotency records older than retention, now and
+// then every interval, until ctx ends. Replicas take turns through an
+// advisory lock in the store.
+func runJanitor(ctx context.Context, st *store.Store, retention, interval time.Duration, log *slog.Logger) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		n, err := st.PurgeEvents(ctx, time.Now().Add(-retention), 10000)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Warn("purging old login events failed; retrying next round", "error", err)
+		case n > 0:
+			log.Info("purged old login events", "deleted", n, "retention", retention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package profilesvc
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/platforma/platforma/services/kit/pgtest"
+	"github.com/platforma/platforma/services/profile/internal/store"
+)
+
+func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	insert := func(age time.Duration) {
+		_, err := pool.Exec(ctx, `INSERT INTO profile.login_events (event_id, user_id, platform_account_id, recorded_at)
+			VALUES (gen_random_uuid(), gen_random_uuid(), 'a', now() - $1::interval)`, age)
+		require.NoError(t, err)
+	}
+	insert(40 * 24 * time.Hour)
+	insert(time.Hour)
+
+	cfg := Config{RefreshAfterFailures: 3, MaxEventAge: 35 * 24 * time.Hour}
+	jctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		runJanitor(jctx, store.New(pool), cfg.eventRetention(), 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		close(done)
+	}()
+	count := func() (n int) {
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM profile.login_events`).Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return count() == 1 }, 10*time.Second, 20*time.Millisecond, "the 40-day-old record goes")
+
+	insert(37 * 24 * time.Hour) // arrives later: the next round takes it
+	require.Eventually(t, func() bool { return count() == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	stop()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("janitor did not stop with its context")
+	}
+	assert.Equal(t, 1, count(), "the recent record stays")
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tt := range []struct {
+		cfg     Config
+		problem string
+	}{
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour}, ""},
+		{Config{RefreshAfterFailures: 0, MaxEventAge: time.Hour}, "REFRESH_AFTER_FAILURES"},
+		{Config{RefreshAfterFailures: 11, MaxEventAge: time.Hour}, "REFRESH_AFTER_FAILURES"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Minute}, "MAX_EVENT_AGE"},
+	} {
+		err := tt.cfg.Validate()
+		if tt.problem == "" {
+			assert.NoError(t, err)
+		} else {
+			assert.ErrorContains(t, err, tt.problem)
+		}
+	}
+	assert.Equal(t, 36*24*time.Hour, Config{MaxEventAge: 35 * 24 * time.Hour}.eventRetention(),
+		"ids outlive the oldest occurred_at still accepted")
+}

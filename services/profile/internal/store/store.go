@@ -1,0 +1,329 @@
+// Package store is all of ProfileService's SQL. Every change to a profile
+// is one SQL statement that computes the new state from the stored one;
+// no value is read into Go, changed and written back.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/profile/internal/domain"
+)
+
+// Store reads and writes the profile schema.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Store on pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Account identifies a profile by its natural key.
+type Account struct {
+	UserID            uuid.UUID
+	PlatformAccountID string
+}
+
+// LoginResult is one validated login outcome.
+type LoginResult struct {
+	EventID    uuid.UUID
+	Account    Account
+	Success    bool
+	AuthType   int16 // AuthType enum number; 0 = not reported
+	OccurredAt time.Time
+}
+
+// Profile is a stored profile.
+type Profile struct {
+	ID                  uuid.UUID
+	Account             Account
+	AuthType            int16
+	TotalLogins         int64
+	SuccessLogins       int64
+	FailedLogins        int64
+	ScoreHundredths     int64
+	Grade               int16
+	RecentLogins        []domain.Login // newest first
+	ConsecutiveFailures int
+	Version             int64
+	CreateTime          time.Time
+	UpdateTime          time.Time
+}
+
+// profileColumns is the select list every profile query scans with
+// scanProfile.
+const profileColumns = `
+	id, user_id, platform_account_id, auth_type,
+	total_login_count, success_login_count, failed_login_count,
+	(session_stability_score * 100)::bigint, grade,
+	to_json(recent_logins), consecutive_failures,
+	version, create_time, update_time`
+
+type loginJSON struct {
+	OccurredAt time.Time `json:"occurred_at"`
+	Success    bool      `json:"success"`
+	EventID    uuid.UUID `json:"event_id"`
+}
+
+func scanProfile(row pgx.Row) (Profile, error) {
+	var p Profile
+	var logins []loginJSON
+	err := row.Scan(&p.ID, &p.Account.UserID, &p.Account.PlatformAccountID, &p.AuthType,
+		&p.TotalLogins, &p.SuccessLogins, &p.FailedLogins,
+		&p.ScoreHundredths, &p.Grade,
+		&logins, &p.ConsecutiveFailures,
+		&p.Version, &p.CreateTime, &p.UpdateTime)
+	p.RecentLogins = make([]domain.Login, len(logins))
+	for i, l := range logins {
+		p.RecentLogins[i] = domain.Login{OccurredAt: l.OccurredAt, Success: l.Success, EventID: l.EventID}
+	}
+	return p, err
+}
+
+// applyLogins records the events that are new and folds them into their
+// profiles, creating profiles on first sight, in one statement. It returns
+// the ids of the events it applied; the others were already recorded.
+//
+// Locks are taken in a fixed order (events by id, then profiles by
+// account), so concurrent batches wait for each other but never deadlock.
+const applyLogins = `
+WITH input AS (
+	SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::boolean[], $5::smallint[], $6::timestamptz[])
+		AS t(event_id, user_id, platform_account_id, success, auth_type, occurred_at)
+),
+fresh AS (
+	INSERT INTO profile.login_events (event_id, user_id, platform_account_id)
+	SELECT event_id, user_id, platform_account_id FROM input ORDER BY event_id
+	ON CONFLICT (event_id) DO NOTHING
+	RETURNING event_id
+),
+per_account AS (
+	SELECT i.user_id, i.platform_account_id,
+		count(*) AS total,
+		count(*) FILTER (WHERE i.success) AS successes,
+		(array_agg(ROW(i.occurred_at, i.success, i.event_id)::profile.login
+			ORDER BY i.occurred_at DESC, i.event_id DESC))[1:10] AS logins,
+		(array_agg(i.auth_type ORDER BY i.occurred_at DESC, i.event_id DESC)
+			FILTER (WHERE i.auth_type <> 0))[1] AS auth_type,
+		max(i.occurred_at) FILTER (WHERE i.auth_type <> 0) AS auth_type_reported_at
+	FROM input i JOIN fresh f ON f.event_id = i.event_id
+	GROUP BY i.user_id, i.platform_account_id
+),
+upserted AS (
+	INSERT INTO profile.profiles AS p (user_id, platform_account_id, auth_type, auth_type_reported_at,
+		total_login_count, success_login_count, recent_logins)
+	SELECT user_id, platform_account_id, coalesce(auth_type, 0), auth_type_reported_at, total, successes, logins
+	FROM per_account
+	ORDER BY user_id, platform_account_id
+	ON CONFLICT (user_id, platform_account_id) DO UPDATE SET
+		total_login_count = p.total_login_count + excluded.total_login_count,
+		success_login_count = p.success_login_count + excluded.success_login_count,
+		recent_logins = profile.merge_logins(p.recent_logins, excluded.recent_logins),
+		-- The newest report of the auth type wins, whatever the arrival order.
+		auth_type = CASE WHEN excluded.auth_type_reported_at >= coalesce(p.auth_type_reported_at, '-infinity')
+			THEN excluded.auth_type ELSE p.auth_type END,
+		auth_type_reported_at = greatest(p.auth_type_reported_at, excluded.auth_type_reported_at),
+		version = p.version + 1,
+		update_time = now()
+	RETURNING 1
+)
+SELECT event_id FROM fresh`
+
+// profilesByAccount runs after applyLogins in the same round trip; as a
+// separate statement it sees profiles created by concurrent calls that
+// applyLogins had to wait for.
+const profilesByAccount = `
+SELECT` + profileColumns + `
+FROM profile.profiles
+WHERE (user_id, platform_account_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))`
+
+const eventOwners = `
+SELECT event_id, user_id, platform_account_id FROM profile.login_events WHERE event_id = ANY($1::uuid[])`
+
+// Recorded is the outcome of RecordLoginResults.
+type Recorded struct {
+	// Applied holds the events that were new and are now counted.
+	Applied map[uuid.UUID]bool
+	// Owners holds, for events that were already recorded, the account
+	// they were recorded for.
+	Owners map[uuid.UUID]Account
+	// Profiles holds the current profile of every account of the input.
+	Profiles map[Account]Profile
+}
+
+// RecordLoginResults applies results, whose event ids must be distinct, in
+// one transaction and (without repeated events) one round trip.
+func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult) (Recorded, error) {
+	n := len(results)
+	eventIDs, userIDs := make([]uuid.UUID, n), make([]uuid.UUID, n)
+	accountIDs, successes := make([]string, n), make([]bool, n)
+	authTypes, occurredAts := make([]int16, n), make([]time.Time, n)
+	accounts := map[Account]bool{}
+	var keyUsers []uuid.UUID
+	var keyAccounts []string
+	for i, r := range results {
+		eventIDs[i], userIDs[i], accountIDs[i] = r.EventID, r.Account.UserID, r.Account.PlatformAccountID
+		successes[i], authTypes[i], occurredAts[i] = r.Success, r.AuthType, r.OccurredAt
+		if !accounts[r.Account] {
+			accounts[r.Account] = true
+			keyUsers = append(keyUsers, r.Account.UserID)
+			keyAccounts = append(keyAccounts, r.Account.PlatformAccountID)
+		}
+	}
+
+	out := Recorded{Applied: map[uuid.UUID]bool{}, Owners: map[uuid.UUID]Account{}, Profiles: map[Account]Profile{}}
+	batch := &pgx.Batch{}
+	batch.Queue(applyLogins, eventIDs, userIDs, accountIDs, successes, authTypes, occurredAts).Query(func(rows pgx.Rows) error {
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		for _, id := range ids {
+			out.Applied[id] = true
+		}
+		return err
+	})
+	batch.Queue(profilesByAccount, keyUsers, keyAccounts).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			p, err := scanProfile(rows)
+			if err != nil {
+				return err
+			}
+			out.Profiles[p.Account] = p
+		}
+		return rows.Err()
+	})
+	// SendBatch runs both statements in one implicit transaction.
+	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return Recorded{}, fmt.Errorf("record login results: %w", err)
+	}
+
+	var repeated []uuid.UUID
+	for _, id := range eventIDs {
+		if !out.Applied[id] {
+			repeated = append(repeated, id)
+		}
+	}
+	if len(repeated) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, eventOwners, repeated)
+	if err != nil {
+		return Recorded{}, fmt.Errorf("look up repeated events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uuid.UUID
+		var owner Account
+		if err := rows.Scan(&id, &owner.UserID, &owner.PlatformAccountID); err != nil {
+			return Recorded{}, err
+		}
+		out.Owners[id] = owner
+	}
+	return out, rows.Err()
+}
+
+// GetProfile returns the profile with id, or a NotFound error.
+func (s *Store) GetProfile(ctx context.Context, id uuid.UUID) (Profile, error) {
+	p, err := scanProfile(s.pool.QueryRow(ctx, `SELECT`+profileColumns+` FROM profile.profiles WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Profile{}, apierr.NotFound("profile", fmt.Sprintf("with id %s", id))
+	}
+	return p, err
+}
+
+// GetProfileByAccount returns the profile of account, or a NotFound error.
+func (s *Store) GetProfileByAccount(ctx context.Context, a Account) (Profile, error) {
+	p, err := scanProfile(s.pool.QueryRow(ctx,
+		`SELECT`+profileColumns+` FROM profile.profiles WHERE user_id = $1 AND platform_account_id = $2`,
+		a.UserID, a.PlatformAccountID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Profile{}, apierr.NotFound("profile", fmt.Sprintf("of user %s and account %q", a.UserID, a.PlatformAccountID))
+	}
+	return p, err
+}
+
+// ListQuery selects a page of profiles in (score, id) order.
+type ListQuery struct {
+	// After is the exclusive lower bound of (score, id); the zero value
+	// starts before every profile.
+	AfterHundredths int64
+	AfterID         uuid.UUID
+	// BelowHundredths is the exclusive upper bound of the score.
+	BelowHundredths int64
+	// AuthType filters by auth type when not 0.
+	AuthType int16
+	Limit    int
+}
+
+// listProfiles walks profiles_score_id_idx from the keyset position; the
+// upper score bound ends the scan, the auth type filters on the way.
+const listProfiles = `
+SELECT` + profileColumns + `
+FROM profile.profiles
+WHERE (session_stability_score, id) > ($1::numeric / 100, $2::uuid)
+	AND session_stability_score < $3::numeric / 100
+	AND ($4::smallint = 0 OR auth_type = $4::smallint)
+ORDER BY session_stability_score, id
+LIMIT $5`
+
+// ListProfiles returns up to q.Limit profiles.
+func (s *Store) ListProfiles(ctx context.Context, q ListQuery) ([]Profile, error) {
+	rows, err := s.pool.Query(ctx, listProfiles, q.AfterHundredths, q.AfterID, q.BelowHundredths, q.AuthType, q.Limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Profile, error) { return scanProfile(r) })
+}
+
+// GradeAuthCount is the number of profiles of one grade and auth type, with
+// the sum of their scores.
+type GradeAuthCount struct {
+	Grade         int16
+	AuthType      int16
+	Profiles      int64
+	SumHundredths int64
+}
+
+// Distribution counts all profiles by grade and auth type: one pass over
+// the table, which is what operators' dashboards ask for every few
+// minutes, not per request of a worker.
+func (s *Store) Distribution(ctx context.Context) ([]GradeAuthCount, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT grade, auth_type, count(*), coalesce(sum(session_stability_score * 100), 0)::bigint
+FROM profile.profiles GROUP BY grade, auth_type`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[GradeAuthCount])
+}
+
+// purgeEvents deletes one batch of idempotency records older than the
+// retention, if no other replica is doing the same right now.
+const purgeEvents = `
+WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('profile.login_events purge')) AS held)
+DELETE FROM profile.login_events
+WHERE event_id IN (
+	SELECT event_id FROM profile.login_events, lock
+	WHERE lock.held AND recorded_at < $1
+	LIMIT $2)`
+
+// PurgeEvents deletes idempotency records recorded before cutoff, in
+// batches of batchSize, and returns how many it deleted.
+func (s *Store) PurgeEvents(ctx context.Context, cutoff time.Time, batchSize int) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, purgeEvents, cutoff, batchSize)
+		if err != nil {
+			return total, err
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(batchSize) {
+			return total, nil
+		}
+	}
+}
