@@ -150,3 +150,21 @@ func TestViolations(t *testing.T) {
 	assert.False(t, serverFault)
 	assert.Equal(t, st.Proto().String(), again.Proto().String())
 }
+
+func TestItemError(t *testing.T) {
+	var v apierr.Violations
+	v.Add("requests[2].user_id", "must be a UUID")
+	item := apierr.ItemError(v.Err())
+	assert.Equal(t, int32(codes.InvalidArgument), item.GetCode())
+	require.Len(t, item.GetFieldViolations(), 1)
+	assert.Equal(t, "requests[2].user_id", item.GetFieldViolations()[0].GetField())
+
+	item = apierr.ItemError(apierr.FailedPrecondition("type PICKUP takes no replies"))
+	assert.Equal(t, int32(codes.FailedPrecondition), item.GetCode())
+	assert.Equal(t, "type PICKUP takes no replies", item.GetMessage())
+	assert.Empty(t, item.GetFieldViolations())
+
+	item = apierr.ItemError(pgErr("XX000"))
+	assert.Equal(t, int32(codes.Internal), item.GetCode())
+	assert.NotContains(t, item.GetMessage(), "SELECT")
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/exaring/otelpgx"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -46,4 +47,15 @@ func NewPool(ctx context.Context, c PoolConfig) (*pgxpool.Pool, error) {
 	}
 	cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTrimSQLInSpanName())
 	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// UUIDs converts ids for use as a uuid[] parameter. google/uuid's UUID is
+// a driver.Valuer that yields text, which pgx first tries, and fails, to
+// send in binary for every element; plain [16]byte goes straight out.
+func UUIDs(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }

@@ -134,3 +134,23 @@ func Enum(v *apierr.Violations, field string, e protoreflect.Enum, required bool
 	}
 	return true
 }
+
+// Page sizes of every List RPC.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
+)
+
+// PageSize returns the page size to use: DefaultPageSize for 0, the given
+// size up to MaxPageSize; anything else is a violation.
+func PageSize(v *apierr.Violations, field string, size int32) int {
+	switch {
+	case size < 0:
+		v.Add(field, "must not be negative")
+	case size > MaxPageSize:
+		v.Addf(field, "at most %d", MaxPageSize)
+	case size > 0:
+		return int(size)
+	}
+	return DefaultPageSize
+}

@@ -136,3 +136,19 @@ func TestEnum(t *testing.T) {
 		assert.Contains(t, violation(&v, "outcome"), tt.problem)
 	}
 }
+
+func TestPageSize(t *testing.T) {
+	for _, tt := range []struct {
+		in      int32
+		want    int
+		problem string
+	}{
+		{0, 50, ""}, {1, 1, ""}, {1000, 1000, ""},
+		{1001, 50, "at most 1000"}, {-1, 50, "must not be negative"},
+	} {
+		var v apierr.Violations
+		assert.Equal(t, tt.want, validate.PageSize(&v, "page_size", tt.in))
+		assert.Contains(t, violation(&v, "page_size"), tt.problem)
+		assert.Equal(t, tt.problem == "", v.Empty())
+	}
+}

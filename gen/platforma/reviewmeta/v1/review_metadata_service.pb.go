@@ -92,9 +92,9 @@ const (
 	ReplyState_REPLY_STATE_UNSPECIFIED ReplyState = 0
 	// No reply was attempted.
 	ReplyState_REPLY_STATE_NOT_ATTEMPTED ReplyState = 1
-	// The last reply attempt succeeded.
+	// The latest reply attempt succeeded.
 	ReplyState_REPLY_STATE_SUCCEEDED ReplyState = 2
-	// The last reply attempt failed.
+	// The latest reply attempt failed.
 	ReplyState_REPLY_STATE_FAILED ReplyState = 3
 	// The review's type accepts replies and no attempt has succeeded yet:
 	// the reply worker's queue.
@@ -167,9 +167,10 @@ type ReviewMetadata struct {
 	HasBookingDetail bool `protobuf:"varint,8,opt,name=has_booking_detail,json=hasBookingDetail,proto3" json:"has_booking_detail,omitempty"`
 	// Output only. Whether a reply was ever attempted.
 	ReplyAttempted bool `protobuf:"varint,9,opt,name=reply_attempted,json=replyAttempted,proto3" json:"reply_attempted,omitempty"`
-	// Output only. Whether the last reply attempt succeeded.
+	// Output only. Whether the latest reply attempt (by attempted_at)
+	// succeeded.
 	ReplySuccess bool `protobuf:"varint,10,opt,name=reply_success,json=replySuccess,proto3" json:"reply_success,omitempty"`
-	// Output only. Error type of the last failed attempt, empty otherwise.
+	// Output only. Error type of the latest attempt when it failed.
 	ReplyErrorType string `protobuf:"bytes,11,opt,name=reply_error_type,json=replyErrorType,proto3" json:"reply_error_type,omitempty"`
 	// Output only. Number of reply attempts recorded.
 	ReplyAttemptCount int32 `protobuf:"varint,12,opt,name=reply_attempt_count,json=replyAttemptCount,proto3" json:"reply_attempt_count,omitempty"`
@@ -181,7 +182,9 @@ type ReviewMetadata struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only. When the metadata last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	// Output only. The reply state, as used by ListReviewMetadata filters.
+	// Output only. NOT_ATTEMPTED, SUCCEEDED or FAILED (by the latest
+	// attempt). PENDING is a filter, not a state of its own: it selects the
+	// NOT_ATTEMPTED and FAILED reviews whose type accepts replies.
 	ReplyState    ReplyState `protobuf:"varint,17,opt,name=reply_state,json=replyState,proto3,enum=platforma.reviewmeta.v1.ReplyState" json:"reply_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -855,8 +858,12 @@ type RecordReplyAttemptRequest struct {
 	// Why the attempt failed, e.g. "SELECTOR_NOT_FOUND"; up to 64 bytes.
 	// Ignored when success is true.
 	ErrorType string `protobuf:"bytes,3,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
-	// Required. When the attempt was made.
-	AttemptedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=attempted_at,json=attemptedAt,proto3" json:"attempted_at,omitempty"`
+	// Required. When the attempt was made; at most a few minutes in the
+	// future.
+	AttemptedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=attempted_at,json=attemptedAt,proto3" json:"attempted_at,omitempty"`
+	// Optional UUID chosen by the caller for this attempt. A retry with the
+	// same attempt_id is recognised and not counted again.
+	AttemptId     string `protobuf:"bytes,5,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -919,13 +926,22 @@ func (x *RecordReplyAttemptRequest) GetAttemptedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RecordReplyAttemptRequest) GetAttemptId() string {
+	if x != nil {
+		return x.AttemptId
+	}
+	return ""
+}
+
 // RecordReplyAttemptResponse carries the metadata after the attempt.
 type RecordReplyAttemptResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The metadata after the attempt was recorded.
 	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata,proto3" json:"review_metadata,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// True when attempt_id had already been recorded and nothing changed.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordReplyAttemptResponse) Reset() {
@@ -963,6 +979,13 @@ func (x *RecordReplyAttemptResponse) GetReviewMetadata() *ReviewMetadata {
 		return x.ReviewMetadata
 	}
 	return nil
+}
+
+func (x *RecordReplyAttemptResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
 }
 
 // GetReplyStatsRequest scopes the statistics.
@@ -1073,9 +1096,9 @@ type ReplyTypeStats struct {
 	ReviewType ReviewType `protobuf:"varint,1,opt,name=review_type,json=reviewType,proto3,enum=platforma.reviewmeta.v1.ReviewType" json:"review_type,omitempty"`
 	// Reviews with at least one reply attempt.
 	Attempted int64 `protobuf:"varint,2,opt,name=attempted,proto3" json:"attempted,omitempty"`
-	// Reviews whose last attempt succeeded.
+	// Reviews whose latest attempt succeeded.
 	Succeeded int64 `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
-	// Reviews whose last attempt failed.
+	// Reviews whose latest attempt failed.
 	Failed        int64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1196,15 +1219,18 @@ const file_platforma_reviewmeta_v1_review_metadata_service_proto_rawDesc = "" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\"\x96\x01\n" +
 	"\x1aListReviewMetadataResponse\x12P\n" +
 	"\x0freview_metadata\x18\x01 \x03(\v2'.platforma.reviewmeta.v1.ReviewMetadataR\x0ereviewMetadata\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb0\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcf\x01\n" +
 	"\x19RecordReplyAttemptRequest\x12\x1b\n" +
 	"\treview_id\x18\x01 \x01(\tR\breviewId\x12\x18\n" +
 	"\asuccess\x18\x02 \x01(\bR\asuccess\x12\x1d\n" +
 	"\n" +
 	"error_type\x18\x03 \x01(\tR\terrorType\x12=\n" +
-	"\fattempted_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vattemptedAt\"n\n" +
+	"\fattempted_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vattemptedAt\x12\x1d\n" +
+	"\n" +
+	"attempt_id\x18\x05 \x01(\tR\tattemptId\"\x8c\x01\n" +
 	"\x1aRecordReplyAttemptResponse\x12P\n" +
-	"\x0freview_metadata\x18\x01 \x01(\v2'.platforma.reviewmeta.v1.ReviewMetadataR\x0ereviewMetadata\"a\n" +
+	"\x0freview_metadata\x18\x01 \x01(\v2'.platforma.reviewmeta.v1.ReviewMetadataR\x0ereviewMetadata\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"a\n" +
 	"\x14GetReplyStatsRequest\x12\x17\n" +
 	"\ashop_id\x18\x01 \x01(\tR\x06shopId\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"V\n" +

@@ -52,12 +52,16 @@ type ReviewMetadataServiceClient interface {
 	// review was never upserted.
 	GetReviewMetadata(ctx context.Context, in *GetReviewMetadataRequest, opts ...grpc.CallOption) (*GetReviewMetadataResponse, error)
 	// ListReviewMetadata lists the reviews of one shop, most recently first
-	// seen first (create_time descending, ties by id), with keyset pagination.
+	// seen first (create_time descending, ties by review_id), with keyset
+	// pagination.
 	ListReviewMetadata(ctx context.Context, in *ListReviewMetadataRequest, opts ...grpc.CallOption) (*ListReviewMetadataResponse, error)
 	// RecordReplyAttempt records one attempt to post a reply to a review:
 	// marks it attempted, stores success or the error type, and increments the
-	// attempt count, atomically. NOT_FOUND for an unknown review;
-	// FAILED_PRECONDITION when the review's type does not accept replies.
+	// attempt count, atomically. The reply state follows the latest attempt
+	// by attempted_at, whatever the arrival order. With attempt_id set, a
+	// repeat of the same attempt changes nothing (duplicate = true).
+	// NOT_FOUND for an unknown review; FAILED_PRECONDITION when the review's
+	// type does not accept replies.
 	RecordReplyAttempt(ctx context.Context, in *RecordReplyAttemptRequest, opts ...grpc.CallOption) (*RecordReplyAttemptResponse, error)
 	// GetReplyStats counts reviews with reply attempts per review type.
 	GetReplyStats(ctx context.Context, in *GetReplyStatsRequest, opts ...grpc.CallOption) (*GetReplyStatsResponse, error)
@@ -153,12 +157,16 @@ type ReviewMetadataServiceServer interface {
 	// review was never upserted.
 	GetReviewMetadata(context.Context, *GetReviewMetadataRequest) (*GetReviewMetadataResponse, error)
 	// ListReviewMetadata lists the reviews of one shop, most recently first
-	// seen first (create_time descending, ties by id), with keyset pagination.
+	// seen first (create_time descending, ties by review_id), with keyset
+	// pagination.
 	ListReviewMetadata(context.Context, *ListReviewMetadataRequest) (*ListReviewMetadataResponse, error)
 	// RecordReplyAttempt records one attempt to post a reply to a review:
 	// marks it attempted, stores success or the error type, and increments the
-	// attempt count, atomically. NOT_FOUND for an unknown review;
-	// FAILED_PRECONDITION when the review's type does not accept replies.
+	// attempt count, atomically. The reply state follows the latest attempt
+	// by attempted_at, whatever the arrival order. With attempt_id set, a
+	// repeat of the same attempt changes nothing (duplicate = true).
+	// NOT_FOUND for an unknown review; FAILED_PRECONDITION when the review's
+	// type does not accept replies.
 	RecordReplyAttempt(context.Context, *RecordReplyAttemptRequest) (*RecordReplyAttemptResponse, error)
 	// GetReplyStats counts reviews with reply attempts per review type.
 	GetReplyStats(context.Context, *GetReplyStatsRequest) (*GetReplyStatsResponse, error)

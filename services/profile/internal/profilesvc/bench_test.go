@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,36 +75,7 @@ func toResult(r *profilev1.RecordLoginResultRequest) store.LoginResult {
 	}
 }
 
-func parallel(b *testing.B, op func(rng *rand.Rand) error) {
-	parallelN(b, callers, op)
-}
-
-// parallelN runs op from n goroutines (rounded to a multiple of GOMAXPROCS).
-func parallelN(b *testing.B, n int, op func(rng *rand.Rand) error) {
-	procs := runtime.GOMAXPROCS(0)
-	if n < procs {
-		// RunParallel cannot go below GOMAXPROCS goroutines.
-		b.ResetTimer()
-		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-		for i := 0; i < b.N; i++ {
-			if err := op(rng); err != nil {
-				b.Fatal(err)
-			}
-		}
-		return
-	}
-	b.SetParallelism(n / procs)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-		for pb.Next() {
-			if err := op(rng); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
+func parallel(b *testing.B, op func(rng *rand.Rand) error) { apptest.Parallel(b, callers, op) }
 
 func BenchmarkRecordLoginResult(b *testing.B) {
 	gen := newAccounts()
@@ -193,37 +161,20 @@ func BenchmarkGetProfile1M(b *testing.B) {
 		mode    string
 		callers int
 	}{{"by-id", 1}, {"by-account", 1}, {"by-id", callers}, {"by-account", callers}} {
-		mode := bc.mode
-		b.Run(fmt.Sprintf("%s/callers=%d", mode, bc.callers), func(b *testing.B) {
-			var mu sync.Mutex
-			latencies := make([]time.Duration, 0, b.N)
-			parallelN(b, bc.callers, func(rng *rand.Rand) error {
+		b.Run(fmt.Sprintf("%s/callers=%d", bc.mode, bc.callers), func(b *testing.B) {
+			var lat apptest.Latencies
+			apptest.Parallel(b, bc.callers, func(rng *rand.Rand) error {
 				s := sample[rng.IntN(len(sample))]
 				req := &profilev1.GetProfileRequest{Id: s[0]}
-				if mode == "by-account" {
+				if bc.mode == "by-account" {
 					req = &profilev1.GetProfileRequest{UserId: s[1], PlatformAccountId: s[2]}
 				}
-				start := time.Now()
-				_, err := client.GetProfile(context.Background(), req)
-				d := time.Since(start)
-				mu.Lock()
-				latencies = append(latencies, d)
-				mu.Unlock()
-				return err
+				return lat.Time(func() error {
+					_, err := client.GetProfile(context.Background(), req)
+					return err
+				})
 			})
-			reportPercentiles(b, latencies)
+			lat.Report(b)
 		})
 	}
-}
-
-func reportPercentiles(b *testing.B, latencies []time.Duration) {
-	if len(latencies) == 0 {
-		return
-	}
-	slices.Sort(latencies)
-	at := func(q float64) float64 {
-		return float64(latencies[int(q*float64(len(latencies)-1))].Microseconds()) / 1000
-	}
-	b.ReportMetric(at(0.50), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
 }

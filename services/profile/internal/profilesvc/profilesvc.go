@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
@@ -55,9 +54,7 @@ func (c Config) eventRetention() time.Duration { return c.MaxEventAge + 24*time.
 
 // Limits of the API.
 const (
-	maxBatch        = 1000
-	defaultPageSize = 50
-	maxPageSize     = 1000
+	maxBatch = 1000
 	// maxClockSkew is how far in the future occurred_at may be.
 	maxClockSkew = 5 * time.Minute
 )
@@ -124,9 +121,9 @@ func (s *Server) BatchRecordLoginResults(ctx context.Context, req *profilev1.Bat
 	for i := range items {
 		switch {
 		case !valid[i]:
-			resp.Results[i] = &profilev1.RecordLoginResultResult{Result: &profilev1.RecordLoginResultResult_Error{Error: itemError(itemErrs[i].Err())}}
+			resp.Results[i] = &profilev1.RecordLoginResultResult{Result: &profilev1.RecordLoginResultResult_Error{Error: apierr.ItemError(itemErrs[i].Err())}}
 		case items[i].err != nil:
-			resp.Results[i] = &profilev1.RecordLoginResultResult{Result: &profilev1.RecordLoginResultResult_Error{Error: itemError(items[i].err)}}
+			resp.Results[i] = &profilev1.RecordLoginResultResult{Result: &profilev1.RecordLoginResultResult_Error{Error: apierr.ItemError(items[i].err)}}
 		default:
 			resp.Results[i] = &profilev1.RecordLoginResultResult{
 				Result:    &profilev1.RecordLoginResultResult_Profile{Profile: s.toProto(items[i].profile)},
@@ -204,18 +201,6 @@ func fieldPrefix(batch bool, i int) string {
 		return ""
 	}
 	return fmt.Sprintf("requests[%d].", i)
-}
-
-// itemError turns a status error into the per-item error of a batch.
-func itemError(err error) *commonv1.ItemError {
-	st, _ := apierr.ToStatus(err)
-	out := &commonv1.ItemError{Code: int32(st.Code()), Message: st.Message()}
-	if st.Code() == codes.InvalidArgument {
-		for _, fv := range badRequestViolations(st) {
-			out.FieldViolations = append(out.FieldViolations, &commonv1.FieldViolation{Field: fv.GetField(), Description: fv.GetDescription()})
-		}
-	}
-	return out
 }
 
 // GetProfile looks a profile up by id or by account.

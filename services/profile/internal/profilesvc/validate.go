@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 
 	"github.com/google/uuid"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
@@ -90,15 +88,7 @@ type listQuery struct {
 // start.
 func parseList(req *profilev1.ListProfilesRequest) (listQuery, error) {
 	var v apierr.Violations
-	q := listQuery{pageSize: defaultPageSize}
-	switch size := req.GetPageSize(); {
-	case size < 0:
-		v.Add("page_size", "must not be negative")
-	case size > maxPageSize:
-		v.Addf("page_size", "at most %d", maxPageSize)
-	case size > 0:
-		q.pageSize = int(size)
-	}
+	q := listQuery{pageSize: validate.PageSize(&v, "page_size", req.GetPageSize())}
 	validate.Enum(&v, "grade", req.GetGrade(), false)
 	if validate.Enum(&v, "auth_type", req.GetAuthType(), false) {
 		q.authType = int16(req.GetAuthType())
@@ -161,15 +151,4 @@ func decodeCursor(req *profilev1.ListProfilesRequest, token string) (cursor, err
 	c := cursor{hundredths: int64(binary.BigEndian.Uint64(raw))}
 	copy(c.id[:], raw[8:])
 	return c, nil
-}
-
-// badRequestViolations extracts the field violations of an
-// INVALID_ARGUMENT status.
-func badRequestViolations(st *status.Status) []*errdetails.BadRequest_FieldViolation {
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			return br.GetFieldViolations()
-		}
-	}
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/profile/internal/domain"
 )
 
@@ -180,14 +181,14 @@ func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult) (
 
 	out := Recorded{Applied: map[uuid.UUID]bool{}, Owners: map[uuid.UUID]Account{}, Profiles: map[Account]Profile{}}
 	batch := &pgx.Batch{}
-	batch.Queue(applyLogins, eventIDs, userIDs, accountIDs, successes, authTypes, occurredAts).Query(func(rows pgx.Rows) error {
+	batch.Queue(applyLogins, db.UUIDs(eventIDs), db.UUIDs(userIDs), accountIDs, successes, authTypes, occurredAts).Query(func(rows pgx.Rows) error {
 		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 		for _, id := range ids {
 			out.Applied[id] = true
 		}
 		return err
 	})
-	batch.Queue(profilesByAccount, keyUsers, keyAccounts).Query(func(rows pgx.Rows) error {
+	batch.Queue(profilesByAccount, db.UUIDs(keyUsers), keyAccounts).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			p, err := scanProfile(rows)
 			if err != nil {
@@ -211,7 +212,7 @@ func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult) (
 	if len(repeated) == 0 {
 		return out, nil
 	}
-	rows, err := s.pool.Query(ctx, eventOwners, repeated)
+	rows, err := s.pool.Query(ctx, eventOwners, db.UUIDs(repeated))
 	if err != nil {
 		return Recorded{}, fmt.Errorf("look up repeated events: %w", err)
 	}
@@ -229,7 +230,7 @@ func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult) (
 
 // GetProfile returns the profile with id, or a NotFound error.
 func (s *Store) GetProfile(ctx context.Context, id uuid.UUID) (Profile, error) {
-	p, err := scanProfile(s.pool.QueryRow(ctx, `SELECT`+profileColumns+` FROM profile.profiles WHERE id = $1`, id))
+	p, err := scanProfile(s.pool.QueryRow(ctx, `SELECT`+profileColumns+` FROM profile.profiles WHERE id = $1`, [16]byte(id)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Profile{}, apierr.NotFound("profile", fmt.Sprintf("with id %s", id))
 	}
@@ -240,7 +241,7 @@ func (s *Store) GetProfile(ctx context.Context, id uuid.UUID) (Profile, error) {
 func (s *Store) GetProfileByAccount(ctx context.Context, a Account) (Profile, error) {
 	p, err := scanProfile(s.pool.QueryRow(ctx,
 		`SELECT`+profileColumns+` FROM profile.profiles WHERE user_id = $1 AND platform_account_id = $2`,
-		a.UserID, a.PlatformAccountID))
+		[16]byte(a.UserID), a.PlatformAccountID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Profile{}, apierr.NotFound("profile", fmt.Sprintf("of user %s and account %q", a.UserID, a.PlatformAccountID))
 	}
@@ -273,7 +274,7 @@ LIMIT $5`
 
 // ListProfiles returns up to q.Limit profiles.
 func (s *Store) ListProfiles(ctx context.Context, q ListQuery) ([]Profile, error) {
-	rows, err := s.pool.Query(ctx, listProfiles, q.AfterHundredths, q.AfterID, q.BelowHundredths, q.AuthType, q.Limit)
+	rows, err := s.pool.Query(ctx, listProfiles, q.AfterHundredths, [16]byte(q.AfterID), q.BelowHundredths, q.AuthType, q.Limit)
 	if err != nil {
 		return nil, err
 	}

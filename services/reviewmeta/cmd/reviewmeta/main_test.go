@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
@@ -19,12 +21,20 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func TestBinaryMigratesAndServes(t *testing.T) {
 	grpcService := reviewmetav1.ReviewMetadataService_ServiceDesc.ServiceName
 	s := apptest.Start(t, service, grpcService)
-
 	assert.Contains(t, apptest.ListServices(t, s.Conn), grpcService, "reflection lists the service")
-	assert.Contains(t, apptest.Scrape(t, s.MetricsAddr), `grpc_server_started_total{grpc_method=`)
 
-	// Not built yet: answers UNIMPLEMENTED rather than pretending.
+	client := reviewmetav1.NewReviewMetadataServiceClient(s.Conn)
 	ctx := context.Background()
-	_, err := reviewmetav1.NewReviewMetadataServiceClient(s.Conn).GetReviewMetadata(ctx, &reviewmetav1.GetReviewMetadataRequest{})
-	assert.Equal(t, codes.Unimplemented, status.Code(err))
+	reviewID := uuid.NewString()
+	_, err := client.UpsertReviewMetadata(ctx, &reviewmetav1.UpsertReviewMetadataRequest{ReviewMetadata: &reviewmetav1.ReviewMetadata{
+		ReviewId: reviewID, ShopId: uuid.NewString(), HasBookingDetail: true, FetchedAt: timestamppb.New(time.Now()),
+	}})
+	require.NoError(t, err)
+	// The migration's seed data: booking reviews take replies.
+	resp, err := client.RecordReplyAttempt(ctx, &reviewmetav1.RecordReplyAttemptRequest{
+		ReviewId: reviewID, Success: true, AttemptedAt: timestamppb.New(time.Now()),
+	})
+	require.NoError(t, err)
+	assert.Equal(t, reviewmetav1.ReviewType_REVIEW_TYPE_BOOKING, resp.GetReviewMetadata().GetReviewType())
+	assert.Equal(t, reviewmetav1.ReplyState_REPLY_STATE_SUCCEEDED, resp.GetReviewMetadata().GetReplyState())
 }

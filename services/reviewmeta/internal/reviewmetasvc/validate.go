@@ -1,0 +1,143 @@
+package reviewmetasvc
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
+	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/pagetoken"
+	"github.com/platforma/platforma/services/kit/validate"
+	"github.com/platforma/platforma/services/reviewmeta/internal/domain"
+	"github.com/platforma/platforma/services/reviewmeta/internal/store"
+)
+
+// How the platform's identifiers may look: compared exactly, shown to
+// operators, bounded like the columns that hold them.
+var (
+	externalID = validate.Text{MaxBytes: 255, Identifier: true}
+	shortCode  = validate.Text{MaxBytes: 64, Identifier: true}
+)
+
+// reviewID is validate.UUID; named for what it reads.
+func reviewID(v *apierr.Violations, field, s string) (uuid.UUID, bool) {
+	return validate.UUID(v, field, s)
+}
+
+// validateUpsert checks one review; prefix is its path ("items[3]." or
+// "review_metadata."). Output-only fields are ignored. An unspecified type
+// is derived by the seed's rule.
+func (s *Server) validateUpsert(v *apierr.Violations, prefix string, in *reviewmetav1.ReviewMetadata) (store.Upsert, bool) {
+	before := len(v.List())
+	var u store.Upsert
+	u.ReviewID, _ = validate.UUID(v, prefix+"review_id", in.GetReviewId())
+	u.ShopID, _ = validate.UUID(v, prefix+"shop_id", in.GetShopId())
+	if externalID.Check(v, prefix+"external_shop_id", in.GetExternalShopId()) {
+		u.ExternalShopID = in.GetExternalShopId()
+	}
+	if externalID.Check(v, prefix+"external_business_id", in.GetExternalBusinessId()) {
+		u.ExternalBusinessID = in.GetExternalBusinessId()
+	}
+	if shortCode.Check(v, prefix+"source", in.GetSource()) {
+		u.Source = in.GetSource()
+	}
+	u.HasBookingDetail = in.GetHasBookingDetail()
+	if validate.Enum(v, prefix+"review_type", in.GetReviewType(), false) {
+		u.ReviewType = int16(domain.ReviewType(in.GetReviewType(), u.Source, u.HasBookingDetail))
+	}
+	if at, ok := validate.Timestamp(v, prefix+"fetched_at", in.GetFetchedAt()); ok &&
+		notInFuture(v, prefix+"fetched_at", at, s.now()) {
+		u.FetchedAt = at
+	}
+	return u, len(v.List()) == before
+}
+
+// notInFuture allows any past time (re-sending old data is harmless: it
+// never overwrites newer data) but nothing beyond the clock skew.
+func notInFuture(v *apierr.Violations, field string, t, now time.Time) bool {
+	if t.After(now.Add(maxClockSkew)) {
+		v.Addf(field, "more than %s in the future", maxClockSkew)
+		return false
+	}
+	return true
+}
+
+func (s *Server) validateAttempt(req *reviewmetav1.RecordReplyAttemptRequest) (store.Attempt, error) {
+	var v apierr.Violations
+	var a store.Attempt
+	a.ReviewID, _ = validate.UUID(&v, "review_id", req.GetReviewId())
+	a.Success = req.GetSuccess()
+	if shortCode.Check(&v, "error_type", req.GetErrorType()) && !a.Success {
+		a.ErrorType = req.GetErrorType()
+	}
+	if at, ok := validate.Timestamp(&v, "attempted_at", req.GetAttemptedAt()); ok &&
+		notInFuture(&v, "attempted_at", at, s.now()) {
+		a.AttemptedAt = at
+	}
+	if req.GetAttemptId() != "" {
+		a.AttemptID, _ = validate.UUID(&v, "attempt_id", req.GetAttemptId())
+	}
+	return a, v.Err()
+}
+
+// parseList validates the filter and turns the page token into the keyset
+// position.
+func parseList(req *reviewmetav1.ListReviewMetadataRequest) (store.ListQuery, error) {
+	var v apierr.Violations
+	q := store.ListQuery{Limit: validate.PageSize(&v, "page_size", req.GetPageSize())}
+	switch {
+	case req.GetShopId() != "" && req.GetExternalShopId() != "":
+		v.Add("shop_id", "give either shop_id or external_shop_id, not both")
+	case req.GetShopId() != "":
+		q.ShopID, _ = validate.UUID(&v, "shop_id", req.GetShopId())
+	case req.GetExternalShopId() != "":
+		if externalID.Check(&v, "external_shop_id", req.GetExternalShopId()) {
+			q.ExternalShopID = req.GetExternalShopId()
+		}
+	default:
+		v.Add("shop_id", "required, or external_shop_id")
+	}
+	if validate.Enum(&v, "review_type", req.GetReviewType(), false) {
+		q.ReviewType = int16(req.GetReviewType())
+	}
+	if validate.Enum(&v, "reply_state", req.GetReplyState(), false) {
+		q.State = req.GetReplyState()
+	}
+	if tok := req.GetPageToken(); tok != "" {
+		at, id, err := decodeCursor(req, tok)
+		if err != nil {
+			v.Add("page_token", err.Error())
+		}
+		q.BeforeTime, q.BeforeReviewID = at, id
+	}
+	return q, v.Err()
+}
+
+// listFilter is the part of the request a page token is bound to.
+func listFilter(req *reviewmetav1.ListReviewMetadataRequest) proto.Message {
+	f := proto.Clone(req).(*reviewmetav1.ListReviewMetadataRequest)
+	f.PageSize, f.PageToken = 0, ""
+	return f
+}
+
+func encodeCursor(req *reviewmetav1.ListReviewMetadataRequest, createTime time.Time, id uuid.UUID) (string, error) {
+	buf := binary.BigEndian.AppendUint64(nil, uint64(createTime.UnixMicro()))
+	buf = append(buf, id[:]...)
+	return pagetoken.Encode(listFilter(req), buf)
+}
+
+func decodeCursor(req *reviewmetav1.ListReviewMetadataRequest, token string) (time.Time, uuid.UUID, error) {
+	raw, err := pagetoken.Decode(token, listFilter(req))
+	if err != nil {
+		return time.Time{}, uuid.Nil, err
+	}
+	if len(raw) != 8+16 {
+		return time.Time{}, uuid.Nil, pagetoken.ErrInvalid
+	}
+	var id uuid.UUID
+	copy(id[:], raw[8:])
+	return time.UnixMicro(int64(binary.BigEndian.Uint64(raw))).UTC(), id, nil
+}
