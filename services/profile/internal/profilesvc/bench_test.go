@@ -8,15 +8,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
-	"github.com/platforma/platforma/services/kit/db"
-	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/profile/internal/profilesvc"
 	"github.com/platforma/platforma/services/profile/internal/store"
@@ -28,15 +25,6 @@ import (
 // chain, and the same store call (the same SQL) directly through pgx.
 
 const callers = 64
-
-// benchPool is a pool configured like the service's.
-func benchPool(b *testing.B) *pgxpool.Pool {
-	b.Helper()
-	pool, err := db.NewPool(context.Background(), db.PoolConfig{URL: pgtest.NewDatabase(b), MaxConns: 16, ConnectTimeout: 5 * time.Second})
-	require.NoError(b, err)
-	b.Cleanup(pool.Close)
-	return pool
-}
 
 // accounts spreads the load over this many accounts: workers report on
 // many accounts at once, rarely the same one concurrently.
@@ -80,7 +68,7 @@ func parallel(b *testing.B, op func(rng *rand.Rand) error) { apptest.Parallel(b,
 func BenchmarkRecordLoginResult(b *testing.B) {
 	gen := newAccounts()
 	b.Run("grpc", func(b *testing.B) {
-		pool := benchPool(b)
+		pool := apptest.BenchPool(b)
 		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
 		client := profilev1.NewProfileServiceClient(conn)
 		parallel(b, func(rng *rand.Rand) error {
@@ -89,7 +77,7 @@ func BenchmarkRecordLoginResult(b *testing.B) {
 		})
 	})
 	b.Run("pgx", func(b *testing.B) {
-		st := store.New(benchPool(b))
+		st := store.New(apptest.BenchPool(b))
 		parallel(b, func(rng *rand.Rand) error {
 			_, err := st.RecordLoginResults(context.Background(), []store.LoginResult{toResult(gen.request(rng))})
 			return err
@@ -107,7 +95,7 @@ func BenchmarkBatchRecordLoginResults500(b *testing.B) {
 		return reqs
 	}
 	b.Run("grpc", func(b *testing.B) {
-		pool := benchPool(b)
+		pool := apptest.BenchPool(b)
 		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
 		client := profilev1.NewProfileServiceClient(conn)
 		parallel(b, func(rng *rand.Rand) error {
@@ -117,7 +105,7 @@ func BenchmarkBatchRecordLoginResults500(b *testing.B) {
 		b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "outcomes/s")
 	})
 	b.Run("pgx", func(b *testing.B) {
-		st := store.New(benchPool(b))
+		st := store.New(apptest.BenchPool(b))
 		parallel(b, func(rng *rand.Rand) error {
 			reqs := batch(rng)
 			results := make([]store.LoginResult, len(reqs))
@@ -134,7 +122,7 @@ func BenchmarkBatchRecordLoginResults500(b *testing.B) {
 // BenchmarkGetProfile1M looks up random profiles among a million, by id
 // and by account, and reports latency percentiles as seen by the caller.
 func BenchmarkGetProfile1M(b *testing.B) {
-	pool := benchPool(b)
+	pool := apptest.BenchPool(b)
 	ctx := context.Background()
 	seedStart := time.Now()
 	_, err := pool.Exec(ctx, `

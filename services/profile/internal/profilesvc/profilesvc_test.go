@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -301,7 +300,7 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 			req := valid()
 			tt.mutate(req)
 			_, err := client.RecordLoginResult(context.Background(), req)
-			assert.Equal(t, []string{tt.field}, violatedFields(t, err))
+			assert.Equal(t, []string{tt.field}, apptest.ViolatedFields(t, err))
 		})
 	}
 }
@@ -332,24 +331,6 @@ func TestInvalidUTF8NeverReachesTheDatabase(t *testing.T) {
 	var n int
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM profile.login_events").Scan(&n))
 	assert.Zero(t, n)
-}
-
-// violatedFields asserts err is INVALID_ARGUMENT with a BadRequest and
-// returns the fields it names.
-func violatedFields(t *testing.T, err error) []string {
-	t.Helper()
-	st := status.Convert(err)
-	require.Equal(t, codes.InvalidArgument, st.Code(), "%v", err)
-	var fields []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, fv := range br.GetFieldViolations() {
-				fields = append(fields, fv.GetField())
-			}
-		}
-	}
-	require.NotEmpty(t, fields, "INVALID_ARGUMENT without field violations: %v", err)
-	return fields
 }
 
 func TestBatchAppliesEveryValidItem(t *testing.T) {
@@ -406,14 +387,14 @@ func TestBatchAppliesEveryValidItem(t *testing.T) {
 
 	// A lone repeat of an event recorded for another account is refused too.
 	_, err = client.RecordLoginResult(ctx, hijack)
-	assert.Equal(t, []string{"event_id"}, violatedFields(t, err))
+	assert.Equal(t, []string{"event_id"}, apptest.ViolatedFields(t, err))
 }
 
 func TestBatchLimits(t *testing.T) {
 	client, _ := newClient(t)
 	ctx := context.Background()
 	_, err := client.BatchRecordLoginResults(ctx, &profilev1.BatchRecordLoginResultsRequest{})
-	assert.Equal(t, []string{"requests"}, violatedFields(t, err))
+	assert.Equal(t, []string{"requests"}, apptest.ViolatedFields(t, err))
 
 	user := uuid.New()
 	var reqs []*profilev1.RecordLoginResultRequest
@@ -421,7 +402,7 @@ func TestBatchLimits(t *testing.T) {
 		reqs = append(reqs, login(user, "a", success, base.Add(time.Duration(i)*time.Second)))
 	}
 	_, err = client.BatchRecordLoginResults(ctx, &profilev1.BatchRecordLoginResultsRequest{Requests: reqs})
-	assert.Equal(t, []string{"requests"}, violatedFields(t, err))
+	assert.Equal(t, []string{"requests"}, apptest.ViolatedFields(t, err))
 
 	resp, err := client.BatchRecordLoginResults(ctx, &profilev1.BatchRecordLoginResultsRequest{Requests: reqs[:1000]})
 	require.NoError(t, err)
@@ -459,7 +440,7 @@ func TestGetProfile(t *testing.T) {
 		"key without user": {&profilev1.GetProfileRequest{PlatformAccountId: "acct"}, "user_id"},
 	} {
 		_, err := client.GetProfile(ctx, tc.req)
-		assert.Equal(t, []string{tc.field}, violatedFields(t, err), name)
+		assert.Equal(t, []string{tc.field}, apptest.ViolatedFields(t, err), name)
 	}
 }
 
@@ -569,7 +550,7 @@ func TestListProfilesRefusesMisusedTokens(t *testing.T) {
 		"garbage":      {PageSize: 1, PageToken: "not a token"},
 	} {
 		_, err := client.ListProfiles(context.Background(), req)
-		assert.Equal(t, []string{"page_token"}, violatedFields(t, err), name)
+		assert.Equal(t, []string{"page_token"}, apptest.ViolatedFields(t, err), name)
 	}
 	for name, tc := range map[string]struct {
 		req   *profilev1.ListProfilesRequest
@@ -582,7 +563,7 @@ func TestListProfilesRefusesMisusedTokens(t *testing.T) {
 		"unknown auth":    {&profilev1.ListProfilesRequest{AuthType: 9}, "auth_type"},
 	} {
 		_, err := client.ListProfiles(context.Background(), tc.req)
-		assert.Equal(t, []string{tc.field}, violatedFields(t, err), name)
+		assert.Equal(t, []string{tc.field}, apptest.ViolatedFields(t, err), name)
 	}
 }
 

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/profile/internal/domain"
 )
@@ -207,16 +207,6 @@ func TestPurgeEventsDeletesOnlyExpiredAndTakesTurns(t *testing.T) {
 	assert.Equal(t, 29, left)
 }
 
-// plan returns the JSON plan of sql with args, after ANALYZE.
-func plan(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) string {
-	t.Helper()
-	var out []map[string]any
-	require.NoError(t, pool.QueryRow(context.Background(), "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&out))
-	b, err := json.Marshal(out)
-	require.NoError(t, err)
-	return string(b)
-}
-
 func TestQueriesUseTheirIndexes(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
@@ -237,7 +227,7 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 			{AfterHundredths: 4999, AfterID: uuid.Max, BelowHundredths: 8000, AuthType: 1, Limit: 51},
 			{AfterHundredths: 2500, AfterID: someID, BelowHundredths: 5000, Limit: 1001},
 		} {
-			p := plan(t, pool, listProfiles, q.AfterHundredths, q.AfterID, q.BelowHundredths, q.AuthType, q.Limit)
+			p := apptest.Plan(t, pool, listProfiles, q.AfterHundredths, q.AfterID, q.BelowHundredths, q.AuthType, q.Limit)
 			assert.Contains(t, p, `"Index Name":"profiles_score_id_idx"`, p)
 			assert.Contains(t, p, `"Index Cond"`, p)
 			assert.NotContains(t, p, `"Node Type":"Sort"`, p)
@@ -245,19 +235,19 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 		}
 	})
 	t.Run("get by id", func(t *testing.T) {
-		p := plan(t, pool, `SELECT`+profileColumns+` FROM profile.profiles WHERE id = $1`, someID)
+		p := apptest.Plan(t, pool, `SELECT`+profileColumns+` FROM profile.profiles WHERE id = $1`, someID)
 		assert.Contains(t, p, `"Index Name":"profiles_pkey"`, p)
 	})
 	t.Run("get by account", func(t *testing.T) {
-		p := plan(t, pool, `SELECT`+profileColumns+` FROM profile.profiles WHERE user_id = $1 AND platform_account_id = $2`, someUser, "acct-1")
+		p := apptest.Plan(t, pool, `SELECT`+profileColumns+` FROM profile.profiles WHERE user_id = $1 AND platform_account_id = $2`, someUser, "acct-1")
 		assert.Contains(t, p, `"Index Name":"profiles_account_key"`, p)
 	})
 	t.Run("apply: account lookups by the unique key", func(t *testing.T) {
-		p := plan(t, pool, profilesByAccount, []uuid.UUID{someUser}, []string{"acct-1"})
+		p := apptest.Plan(t, pool, profilesByAccount, []uuid.UUID{someUser}, []string{"acct-1"})
 		assert.Contains(t, p, `"Index Name":"profiles_account_key"`, p)
 	})
 	t.Run("purge: BRIN range of old events", func(t *testing.T) {
-		p := plan(t, pool, purgeEvents, time.Now().Add(-1600*time.Hour), 10000)
+		p := apptest.Plan(t, pool, purgeEvents, time.Now().Add(-1600*time.Hour), 10000)
 		assert.Contains(t, p, `"Index Name":"login_events_recorded_at_brin"`, p)
 	})
 }

@@ -8,14 +8,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
-	"github.com/platforma/platforma/services/kit/db"
-	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/reviewmeta/internal/reviewmetasvc"
 	"github.com/platforma/platforma/services/reviewmeta/internal/store"
@@ -26,14 +23,6 @@ import (
 // (same SQL, same pool size) directly with pgx.
 
 const scrapers = 16
-
-func benchPool(b *testing.B) *pgxpool.Pool {
-	b.Helper()
-	pool, err := db.NewPool(context.Background(), db.PoolConfig{URL: pgtest.NewDatabase(b), MaxConns: 16, ConnectTimeout: 5 * time.Second})
-	require.NoError(b, err)
-	b.Cleanup(pool.Close)
-	return pool
-}
 
 func page(rng *rand.Rand, size int) []*reviewmetav1.ReviewMetadata {
 	shop := uuid.NewString()
@@ -55,7 +44,7 @@ func page(rng *rand.Rand, size int) []*reviewmetav1.ReviewMetadata {
 func BenchmarkBatchUpsertReviewMetadata(b *testing.B) {
 	for _, size := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("page=%d/grpc", size), func(b *testing.B) {
-			pool := benchPool(b)
+			pool := apptest.BenchPool(b)
 			conn := apptest.Serve(b, pool, func(r server.Registrar) error { return reviewmetasvc.Register(r, pool) })
 			client := reviewmetav1.NewReviewMetadataServiceClient(conn)
 			apptest.Parallel(b, scrapers, func(rng *rand.Rand) error {
@@ -65,7 +54,7 @@ func BenchmarkBatchUpsertReviewMetadata(b *testing.B) {
 			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "reviews/s")
 		})
 		b.Run(fmt.Sprintf("page=%d/pgx", size), func(b *testing.B) {
-			st := store.New(benchPool(b))
+			st := store.New(apptest.BenchPool(b))
 			apptest.Parallel(b, scrapers, func(rng *rand.Rand) error {
 				items := page(rng, size)
 				ups := make([]store.Upsert, len(items))
@@ -88,7 +77,7 @@ func BenchmarkBatchUpsertReviewMetadata(b *testing.B) {
 // table of 5,000,000 (4,900 other shops of 1,000), following page tokens
 // from the newest, all reviews and only those awaiting a reply.
 func BenchmarkListReviewMetadata5M(b *testing.B) {
-	pool := benchPool(b)
+	pool := apptest.BenchPool(b)
 	ctx := context.Background()
 	start := time.Now()
 	_, err := pool.Exec(ctx, `

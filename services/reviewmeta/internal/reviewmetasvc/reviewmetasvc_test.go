@@ -19,7 +19,6 @@ import (
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/migrations"
-	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
@@ -242,7 +241,7 @@ func TestAttemptIDMakesRetriesHarmless(t *testing.T) {
 	reused := proto.Clone(req).(*reviewmetav1.RecordReplyAttemptRequest)
 	reused.ReviewId = other.GetReviewId()
 	_, err := client.RecordReplyAttempt(context.Background(), reused)
-	assert.Equal(t, []string{"attempt_id"}, violatedFields(t, err))
+	assert.Equal(t, []string{"attempt_id"}, apptest.ViolatedFields(t, err))
 }
 
 func TestRecordReplyAttemptRefusals(t *testing.T) {
@@ -293,7 +292,7 @@ func TestBatchWithOneBadItem(t *testing.T) {
 	assert.Equal(t, codes.NotFound, status.Code(err), "the bad item was not stored")
 
 	_, err = client.BatchUpsertReviewMetadata(context.Background(), &reviewmetav1.BatchUpsertReviewMetadataRequest{})
-	assert.Equal(t, []string{"items"}, violatedFields(t, err))
+	assert.Equal(t, []string{"items"}, apptest.ViolatedFields(t, err))
 }
 
 func TestInvalidInputNamesTheField(t *testing.T) {
@@ -316,10 +315,10 @@ func TestInvalidInputNamesTheField(t *testing.T) {
 		r := review(uuid.New(), base)
 		tc.mutate(r)
 		_, err := client.UpsertReviewMetadata(ctx, &reviewmetav1.UpsertReviewMetadataRequest{ReviewMetadata: r})
-		assert.Equal(t, []string{tc.field}, violatedFields(t, err), tc.field)
+		assert.Equal(t, []string{tc.field}, apptest.ViolatedFields(t, err), tc.field)
 	}
 	_, err := client.UpsertReviewMetadata(ctx, &reviewmetav1.UpsertReviewMetadataRequest{})
-	assert.Equal(t, []string{"review_metadata"}, violatedFields(t, err))
+	assert.Equal(t, []string{"review_metadata"}, apptest.ViolatedFields(t, err))
 
 	for name, tc := range map[string]struct {
 		req   *reviewmetav1.RecordReplyAttemptRequest
@@ -331,7 +330,7 @@ func TestInvalidInputNamesTheField(t *testing.T) {
 		"error type long": {&reviewmetav1.RecordReplyAttemptRequest{ReviewId: uuid.NewString(), AttemptedAt: timestamppb.New(base), ErrorType: strings.Repeat("E", 65)}, "error_type"},
 	} {
 		_, err := client.RecordReplyAttempt(ctx, tc.req)
-		assert.Equal(t, []string{tc.field}, violatedFields(t, err), name)
+		assert.Equal(t, []string{tc.field}, apptest.ViolatedFields(t, err), name)
 	}
 	for name, tc := range map[string]struct {
 		req   *reviewmetav1.ListReviewMetadataRequest
@@ -345,24 +344,12 @@ func TestInvalidInputNamesTheField(t *testing.T) {
 		"garbage token": {&reviewmetav1.ListReviewMetadataRequest{ShopId: uuid.NewString(), PageToken: "zzz"}, "page_token"},
 	} {
 		_, err := client.ListReviewMetadata(ctx, tc.req)
-		assert.Equal(t, []string{tc.field}, violatedFields(t, err), name)
+		assert.Equal(t, []string{tc.field}, apptest.ViolatedFields(t, err), name)
 	}
 	_, err = client.GetReviewMetadata(ctx, &reviewmetav1.GetReviewMetadataRequest{ReviewId: "nope"})
-	assert.Equal(t, []string{"review_id"}, violatedFields(t, err))
+	assert.Equal(t, []string{"review_id"}, apptest.ViolatedFields(t, err))
 	_, err = client.GetReplyStats(ctx, &reviewmetav1.GetReplyStatsRequest{ShopId: "nope"})
-	assert.Equal(t, []string{"shop_id"}, violatedFields(t, err))
-}
-
-func violatedFields(t *testing.T, err error) []string {
-	t.Helper()
-	st := status.Convert(err)
-	require.Equal(t, codes.InvalidArgument, st.Code(), "%v", err)
-	var fields []string
-	for _, fv := range apierr.FieldViolations(st) {
-		fields = append(fields, fv.GetField())
-	}
-	require.NotEmpty(t, fields, "INVALID_ARGUMENT without field violations: %v", err)
-	return fields
+	assert.Equal(t, []string{"shop_id"}, apptest.ViolatedFields(t, err))
 }
 
 // listAll follows next_page_token and returns the review ids in order.
@@ -447,11 +434,11 @@ func TestListingByStateAcrossPages(t *testing.T) {
 	_, err = client.ListReviewMetadata(context.Background(), &reviewmetav1.ListReviewMetadataRequest{
 		ShopId: shop.String(), ReplyState: reviewmetav1.ReplyState_REPLY_STATE_PENDING, PageToken: first.GetNextPageToken(),
 	})
-	assert.Equal(t, []string{"page_token"}, violatedFields(t, err))
+	assert.Equal(t, []string{"page_token"}, apptest.ViolatedFields(t, err))
 	_, err = client.ListReviewMetadata(context.Background(), &reviewmetav1.ListReviewMetadataRequest{
 		ShopId: otherShop.String(), PageToken: first.GetNextPageToken(),
 	})
-	assert.Equal(t, []string{"page_token"}, violatedFields(t, err))
+	assert.Equal(t, []string{"page_token"}, apptest.ViolatedFields(t, err))
 }
 
 func TestReplyStats(t *testing.T) {

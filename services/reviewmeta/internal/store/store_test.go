@@ -2,18 +2,17 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/reviewmeta/internal/domain"
 )
@@ -64,15 +63,6 @@ func TestStateFiltersAgreeWithGo(t *testing.T) {
 	}
 }
 
-func plan(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) string {
-	t.Helper()
-	var out []map[string]any
-	require.NoError(t, pool.QueryRow(context.Background(), "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&out))
-	b, err := json.Marshal(out)
-	require.NoError(t, err)
-	return string(b)
-}
-
 func TestQueriesUseTheirIndexes(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
@@ -110,10 +100,10 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 		sql, err := listSQL("shop_id", tc.state)
 		require.NoError(t, err)
 		for _, before := range []any{infinity, time.Now().Add(-5000 * time.Second)} {
-			p := plan(t, pool, sql, small, before, uuid.Max, int16(0), 51)
+			p := apptest.Plan(t, pool, sql, small, before, uuid.Max, int16(0), 51)
 			assert.Contains(t, p, `"Index Name":"`+tc.index+`"`, "%s, small shop", tc.state)
 			// A big shop: walk the index in order and stop after a page.
-			p = plan(t, pool, sql, big, before, uuid.Max, int16(0), 51)
+			p = apptest.Plan(t, pool, sql, big, before, uuid.Max, int16(0), 51)
 			assert.Contains(t, p, `"Index Name":"`+tc.index+`"`, "%s, big shop", tc.state)
 			assert.Contains(t, p, `"Node Type":"Index Scan"`, "%s, big shop", tc.state)
 			assert.NotContains(t, p, `"Node Type":"Sort"`, "%s, big shop: the index gives the order", tc.state)
@@ -121,14 +111,14 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	}
 	sql, err := listSQL("external_shop_id", reviewmetav1.ReplyState_REPLY_STATE_UNSPECIFIED)
 	require.NoError(t, err)
-	p := plan(t, pool, sql, "ext-big", infinity, uuid.Max, int16(0), 51)
+	p := apptest.Plan(t, pool, sql, "ext-big", infinity, uuid.Max, int16(0), 51)
 	assert.Contains(t, p, `"Index Name":"review_metadata_external_shop_idx"`)
 	assert.NotContains(t, p, `"Node Type":"Sort"`)
 
-	p = plan(t, pool, `SELECT review_type, count(*) FROM reviewmeta.review_metadata
+	p = apptest.Plan(t, pool, `SELECT review_type, count(*) FROM reviewmeta.review_metadata
 		WHERE reply_attempted AND last_reply_attempt_time >= $1 GROUP BY review_type`, time.Now().Add(-time.Hour))
 	assert.Contains(t, p, `"Index Name":"review_metadata_last_reply_idx"`, "GetReplyStats since")
-	p = plan(t, pool, `SELECT review_type, count(*) FROM reviewmeta.review_metadata
+	p = apptest.Plan(t, pool, `SELECT review_type, count(*) FROM reviewmeta.review_metadata
 		WHERE reply_attempted AND shop_id = $1 GROUP BY review_type`, small)
 	assert.Contains(t, p, `"Index Name":"review_metadata_shop_idx"`, "GetReplyStats of a shop")
 }
