@@ -72,11 +72,16 @@ test: lint ## lint, then every module's tests with -race
 # Benchmarks: each prints ns/op and its own figures (ops/s, p50/p99). One
 # package at a time, so benchmarks do not compete for the two cores.
 BENCH_COUNT ?= 1
-BENCH_PACKAGES := ./services/profile/internal/profilesvc/ ./services/reviewmeta/internal/reviewmetasvc/
+BENCH_PACKAGES := ./services/profile/internal/profilesvc/ ./services/reviewmeta/internal/reviewmetasvc/ ./services/oplog/oplogclient/
 .PHONY: bench
-bench: ## run the benchmarks (several minutes; BENCH_COUNT=3 repeats each)
+bench: bench-oplog ## run all benchmarks (several minutes; BENCH_COUNT=3 repeats each)
 	@for p in $(BENCH_PACKAGES); do \
 		go test -run '^$$' -bench . -benchtime 5s -count $(BENCH_COUNT) -timeout 90m $$p || exit 1; done
+
+.PHONY: bench-oplog
+bench-oplog: build ## OpLog write path end to end: raw COPY vs SDK to server to Postgres, server RSS
+	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
+	bin/oplogbench -server bin/oplog
 
 .PHONY: build
 build: ## build bin/profile, bin/reviewmeta, bin/oplog

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
 
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/db"
@@ -34,6 +35,9 @@ type Service struct {
 	// DefaultListenAddr and DefaultMetricsAddr are the default ports.
 	DefaultListenAddr  string
 	DefaultMetricsAddr string
+	// DefaultMaxRecvMsgBytes overrides the default request size limit
+	// (4 MiB) when set.
+	DefaultMaxRecvMsgBytes int
 	// Migrations are the service's schema migrations.
 	Migrations migrations.Set
 	// Config, if set, adds the service's own flags to `serve` and
@@ -41,6 +45,8 @@ type Service struct {
 	Config Configurable
 	// Register wires the service's gRPC implementation to its database.
 	Register func(server.Registrar, *pgxpool.Pool) error
+	// GRPCOptions are extra gRPC server options the service needs.
+	GRPCOptions []grpc.ServerOption
 }
 
 // Configurable is a service's own configuration.
@@ -157,9 +163,10 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 		HealthInterval:  cfg.HealthInterval,
 		MaxRecvMsgSize:  cfg.MaxRecvMsgBytes,
 	}, server.Options{
-		Logger:   logger,
-		Database: pool,
-		Register: func(r server.Registrar) error { return svc.Register(r, pool) },
+		Logger:      logger,
+		Database:    pool,
+		Register:    func(r server.Registrar) error { return svc.Register(r, pool) },
+		GRPCOptions: svc.GRPCOptions,
 	})
 	if err != nil {
 		return err

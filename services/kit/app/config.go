@@ -108,7 +108,11 @@ func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
 	fs.DurationVar(&c.HealthInterval, "health-interval", 2*time.Second, "how often the database is pinged for gRPC health")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", 16, "maximum connections in the pool")
 	fs.DurationVar(&c.DBConnectTimeout, "db-connect-timeout", 5*time.Second, "timeout for opening one database connection")
-	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest request message accepted, in bytes")
+	maxMsg := 4 << 20
+	if svc.DefaultMaxRecvMsgBytes > 0 {
+		maxMsg = svc.DefaultMaxRecvMsgBytes
+	}
+	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", maxMsg, "largest request message accepted, in bytes")
 	if svc.Config != nil {
 		svc.Config.RegisterFlags(fs)
 	}

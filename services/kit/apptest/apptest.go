@@ -104,9 +104,10 @@ func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *
 }
 
 // Serve runs a kit server with the real interceptor chain on a free
-// port, with the services register adds, and returns a client connection
-// to it. The server stops when the test ends.
-func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error) *grpc.ClientConn {
+// port, with the services register adds (and their own server options),
+// and returns a client connection to it. The server stops when the test
+// ends.
+func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error, opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
 	srv, err := server.New(server.Config{
 		ListenAddr:      "127.0.0.1:0",
@@ -115,9 +116,10 @@ func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error
 		HealthInterval:  time.Second,
 		MaxRecvMsgSize:  16 << 20,
 	}, server.Options{
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Database: db,
-		Register: register,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database:    db,
+		Register:    register,
+		GRPCOptions: opts,
 	})
 	if err != nil {
 		t.Fatal(err)

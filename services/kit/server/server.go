@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -88,6 +89,9 @@ type Options struct {
 	Database Pinger
 	// Register registers the service's gRPC implementations and metrics.
 	Register func(Registrar) error
+	// GRPCOptions are the service's own server options (a codec, say),
+	// added after the shared ones.
+	GRPCOptions []grpc.ServerOption
 }
 
 // forcedStopGrace is how long handlers get to return after their calls
@@ -143,7 +147,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		}
 	}
 
-	s.grpc = grpc.NewServer(s.serverOptions(grpcMetrics, panics)...)
+	s.grpc = grpc.NewServer(append(s.serverOptions(grpcMetrics, panics), opts.GRPCOptions...)...)
 	if err := opts.Register(Registrar{GRPC: s.grpc, Metrics: registry, Logger: s.log, server: s}); err != nil {
 		return nil, err
 	}
@@ -167,6 +171,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
+	// Profiles on the same internal port: how to find where a busy
+	// replica spends its CPU without redeploying it.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }

@@ -2,20 +2,284 @@
 package oplogsvc
 
 import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/semaphore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/server"
+	"github.com/platforma/platforma/services/oplog/internal/ingest"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
+	"github.com/platforma/platforma/services/oplog/redact"
 )
 
-// Server implements OpLogService. Every RPC answers UNIMPLEMENTED (the
-// generated default) until the issue that defines its behaviour lands.
-type Server struct {
-	oplogv1.UnimplementedOpLogServiceServer
+// Limits of one Ingest stream.
+const (
+	// MaxRowsPerMessage bounds one IngestRequest.
+	MaxRowsPerMessage = 1000
+	// MaxRowsPerStream bounds one stream (and so its response).
+	MaxRowsPerStream = 10000
+	// futureSkew is how far ahead of the server's clock create_time may be.
+	futureSkew = 5 * time.Minute
+	// recvIdle ends a stream that holds a receive slot but sends nothing.
+	recvIdle = 30 * time.Second
+)
+
+// Config is OpLogService's own configuration.
+type Config struct {
+	Backfill     time.Duration
+	RedactKeys   string
+	BatchRows    int
+	BatchDelay   time.Duration
+	Writers      int
+	BufferMiB    int
+	ReceiveSlots int
+	// BufferWait is how long a stream waits for buffer space or a receive
+	// slot before RESOURCE_EXHAUSTED; 5s when zero. Not a flag.
+	BufferWait time.Duration
 }
 
-// Register plugs the service into a platforma server.
-func Register(r server.Registrar, _ *pgxpool.Pool) error {
-	oplogv1.RegisterOpLogServiceServer(r.GRPC, &Server{})
+// DefaultConfig is the configuration the flags default to.
+func DefaultConfig() Config {
+	return Config{
+		Backfill:     35 * 24 * time.Hour,
+		RedactKeys:   strings.Join(redact.DefaultKeys, ","),
+		BatchRows:    5000,
+		BatchDelay:   5 * time.Millisecond,
+		Writers:      2,
+		BufferMiB:    64,
+		ReceiveSlots: 32,
+	}
+}
+
+// RegisterFlags adds the service's flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	d := DefaultConfig()
+	fs.DurationVar(&c.Backfill, "backfill-window", d.Backfill, "oldest create_time accepted")
+	fs.StringVar(&c.RedactKeys, "redact-keys", d.RedactKeys,
+		"comma-separated payload keys whose values are redacted (compared without case and separators, as suffixes)")
+	fs.IntVar(&c.BatchRows, "ingest-batch-rows", d.BatchRows, "rows per group-commit transaction, at most")
+	fs.DurationVar(&c.BatchDelay, "ingest-batch-delay", d.BatchDelay, "how long a batch waits for more rows after its first")
+	fs.IntVar(&c.Writers, "ingest-writers", d.Writers, "group-commit transactions written at once")
+	fs.IntVar(&c.BufferMiB, "ingest-buffer-mib", d.BufferMiB, "accepted rows waiting for their commit, in MiB; when full, streams wait, then get RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.ReceiveSlots, "ingest-receive-slots", d.ReceiveSlots, "stream messages decoded at once; the rest wait in HTTP/2 flow control")
+}
+
+// Validate checks the values.
+func (c *Config) Validate() error {
+	var errs []error
+	check := func(ok bool, msg string) {
+		if !ok {
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	check(c.Backfill >= time.Hour, "BACKFILL_WINDOW (-backfill-window) must be at least 1h")
+	check(c.BatchRows >= 1 && c.BatchRows <= 100000, "INGEST_BATCH_ROWS (-ingest-batch-rows) must be between 1 and 100000")
+	check(c.BatchDelay >= 0 && c.BatchDelay <= time.Second, "INGEST_BATCH_DELAY (-ingest-batch-delay) must be between 0 and 1s")
+	check(c.Writers >= 1 && c.Writers <= 64, "INGEST_WRITERS (-ingest-writers) must be between 1 and 64")
+	check(c.BufferMiB >= 1 && c.BufferMiB <= 4096, "INGEST_BUFFER_MIB (-ingest-buffer-mib) must be between 1 and 4096")
+	check(c.ReceiveSlots >= 1 && c.ReceiveSlots <= 4096, "INGEST_RECEIVE_SLOTS (-ingest-receive-slots) must be between 1 and 4096")
+	return errors.Join(errs...)
+}
+
+// Server implements OpLogService.
+type Server struct {
+	oplogv1.UnimplementedOpLogServiceServer
+	convert  ingest.Converter
+	parts    *ingest.Partitions
+	writer   *ingest.Writer
+	receive  *semaphore.Weighted
+	slotWait time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+}
+
+// Register plugs the service, its group-commit writer and its partition
+// maintenance into a platforma server.
+func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
+	s := New(pool, cfg, r.Logger, time.Now)
+	oplogv1.RegisterOpLogServiceServer(r.GRPC, s)
+	s.RegisterBackground(r)
 	return nil
+}
+
+// RegisterBackground adds the group-commit writer and partition
+// maintenance to the server's background tasks.
+func (s *Server) RegisterBackground(r server.Registrar) {
+	r.Background("ingest writer", s.RunWriter)
+	r.Background("partition maintenance", func(ctx context.Context) {
+		maintainPartitions(ctx, s.parts, s.convert.Window.Backfill, time.Hour, s.now, r.Logger)
+	})
+}
+
+// RunWriter runs the group-commit writer until ctx ends; Ingest needs it.
+func (s *Server) RunWriter(ctx context.Context) { s.writer.Run(ctx) }
+
+// New builds the service; now is its clock (tests move it).
+func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger, now func() time.Time) *Server {
+	parts := ingest.NewPartitions(pool)
+	wait := cfg.BufferWait
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	s := &Server{
+		parts: parts,
+		convert: ingest.Converter{
+			Window: ingest.Window{Backfill: cfg.Backfill, FutureSkew: futureSkew},
+			Keys:   redact.New(strings.Split(cfg.RedactKeys, ",")),
+		},
+		writer: ingest.NewWriter(pool, parts, ingest.WriterConfig{
+			BatchRows:   cfg.BatchRows,
+			BatchDelay:  cfg.BatchDelay,
+			Writers:     cfg.Writers,
+			BufferBytes: int64(cfg.BufferMiB) << 20,
+			BufferWait:  wait,
+		}, log),
+		receive:  semaphore.NewWeighted(int64(cfg.ReceiveSlots)),
+		slotWait: wait,
+		now:      now,
+		log:      log,
+	}
+	return s
+}
+
+// GRPCOptions are the server options the service needs: Ingest reads its
+// messages as bytes (see package wire).
+func GRPCOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(wire.Codec{})}
+}
+
+// Ingest receives a stream of rows and answers once every accepted row is
+// committed.
+func (s *Server) Ingest(stream grpc.ClientStreamingServer[oplogv1.IngestRequest, oplogv1.IngestResponse]) error {
+	ctx := stream.Context()
+	resp := &oplogv1.IngestResponse{}
+	var chunks []*ingest.Chunk
+	var index int64
+	for {
+		frame, err := s.receiveMessage(ctx, stream)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		logs, err := ingest.SplitRequest(frame.Bytes)
+		if err != nil {
+			return apierr.InvalidArgument(apierr.FieldViolation("logs", err.Error()))
+		}
+		if len(logs) > MaxRowsPerMessage {
+			return apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per message", MaxRowsPerMessage)))
+		}
+		if index+int64(len(logs)) > MaxRowsPerStream {
+			return apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per stream; open another stream", MaxRowsPerStream)))
+		}
+		now := s.now()
+		rows := make([]ingest.Row, 0, len(logs))
+		for _, b := range logs {
+			row, rej := s.convert.Convert(b, now)
+			if rej != nil {
+				resp.Rejected = append(resp.Rejected, &oplogv1.RejectedLog{Index: index, Id: ingest.RowID(b), Field: rej.Field, Reason: rej.Reason})
+			} else {
+				rows = append(rows, row)
+			}
+			index++
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		chunk, err := s.writer.Submit(ctx, rows)
+		if err != nil {
+			return busyOr(err)
+		}
+		chunks = append(chunks, chunk)
+	}
+	for _, c := range chunks {
+		inserted, duplicates, err := c.Wait(ctx)
+		if err != nil {
+			return err
+		}
+		resp.Accepted += int64(inserted)
+		resp.Duplicates += int64(duplicates)
+	}
+	return stream.SendAndClose(resp)
+}
+
+// receiveMessage reads the stream's next message, as bytes, inside a
+// receive slot, so that at most ReceiveSlots messages are in memory at
+// once; the others wait in HTTP/2 flow control, which slows their senders
+// down.
+func (s *Server) receiveMessage(ctx context.Context, stream grpc.ServerStream) (*wire.Frame, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, s.slotWait)
+	defer cancel()
+	if err := s.receive.Acquire(waitCtx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, busyOr(ingest.ErrBusy)
+	}
+	defer s.receive.Release(1)
+	// RecvMsg blocks until the client sends; a client that holds a slot
+	// and sends nothing loses its stream rather than starve the others.
+	type result struct {
+		frame *wire.Frame
+		err   error
+	}
+	got := make(chan result, 1)
+	go func() {
+		frame := &wire.Frame{}
+		err := stream.RecvMsg(frame)
+		got <- result{frame, err}
+	}()
+	select {
+	case r := <-got:
+		return r.frame, r.err
+	case <-time.After(recvIdle):
+		return nil, status.Errorf(codes.DeadlineExceeded, "no message for %s; streams must keep sending or close", recvIdle)
+	}
+}
+
+// busyOr turns ErrBusy into RESOURCE_EXHAUSTED with a retry delay.
+func busyOr(err error) error {
+	if !errors.Is(err, ingest.ErrBusy) {
+		return err
+	}
+	st := status.New(codes.ResourceExhausted, "ingest is saturated: the database is slower than producers; resend after the retry delay")
+	if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)}); derr == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// maintainPartitions creates the partitions of the accepted window and of
+// the next month, now and every interval, so the write path rarely has to.
+func maintainPartitions(ctx context.Context, parts *ingest.Partitions, backfill, interval time.Duration, clock func() time.Time, log *slog.Logger) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		now := clock()
+		err := parts.EnsureRange(ctx, now.Add(-backfill), now.AddDate(0, 1, 0))
+		if err != nil && ctx.Err() == nil {
+			log.Warn("creating partitions failed; retrying next round (the write path also creates missing ones)", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
 }

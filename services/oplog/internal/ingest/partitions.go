@@ -1,0 +1,104 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Partitions creates the monthly partitions of oplog.operation_logs
+// (UTC months) and remembers which exist.
+type Partitions struct {
+	pool  *pgxpool.Pool
+	mu    sync.Mutex
+	known map[int]bool // year*100 + month
+}
+
+// NewPartitions returns a Partitions on pool.
+func NewPartitions(pool *pgxpool.Pool) *Partitions {
+	return &Partitions{pool: pool, known: map[int]bool{}}
+}
+
+func monthKey(t time.Time) int {
+	t = t.UTC()
+	return t.Year()*100 + int(t.Month())
+}
+
+// PartitionName is the partition holding month t.
+func PartitionName(t time.Time) string {
+	return fmt.Sprintf("operation_logs_p%06d", monthKey(t))
+}
+
+// EnsureRange creates the partitions of every month from from to to.
+func (p *Partitions) EnsureRange(ctx context.Context, from, to time.Time) error {
+	for m := monthStart(from); !m.After(to); m = m.AddDate(0, 1, 0) {
+		if err := p.ensure(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EnsureFor creates the partitions the rows need that are not known yet.
+func (p *Partitions) EnsureFor(ctx context.Context, rows []*Row) error {
+	var missing []time.Time
+	p.mu.Lock()
+	seen := map[int]bool{}
+	for _, r := range rows {
+		k := monthKey(r.CreateTime)
+		if !p.known[k] && !seen[k] {
+			seen[k] = true
+			missing = append(missing, r.CreateTime)
+		}
+	}
+	p.mu.Unlock()
+	for _, t := range missing {
+		if err := p.ensure(ctx, monthStart(t)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func monthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// ensure creates the partition of the month starting at start. Replicas
+// serialise on an advisory lock; CREATE ... PARTITION OF briefly locks the
+// parent, so a lock_timeout keeps it from queueing behind long writes.
+func (p *Partitions) ensure(ctx context.Context, start time.Time) error {
+	k := monthKey(start)
+	p.mu.Lock()
+	done := p.known[k]
+	p.mu.Unlock()
+	if done {
+		return nil
+	}
+	end := start.AddDate(0, 1, 0)
+	name := pgx.Identifier{"oplog", PartitionName(start)}.Sanitize()
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('oplog.operation_logs partitions'))`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, fmt.Sprintf(
+			`CREATE TABLE IF NOT EXISTS %s PARTITION OF oplog.operation_logs FOR VALUES FROM ('%s') TO ('%s')`,
+			name, start.Format(time.RFC3339), end.Format(time.RFC3339)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create partition %s: %w", name, err)
+	}
+	p.mu.Lock()
+	p.known[k] = true
+	p.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,130 @@
+// Package ingest turns Ingest rows into database rows and writes them:
+// per-row validation and redaction (row.go, payload.go), monthly
+// partitions (partitions.go) and the group-commit writer (writer.go).
+package ingest
+
+import (
+	"bytes"
+	"encoding/hex"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/platforma/platforma/services/oplog/redact"
+)
+
+// Limits on one row. The SDK truncates free text to these sizes, so only
+// other clients meet them as rejections.
+const (
+	MaxAccountIDBytes    = 255
+	MaxResourceIDBytes   = 255
+	MaxErrorTypeBytes    = 64
+	MaxErrorMessageBytes = 4096
+	MaxProxyBytes        = 255
+	MaxUserAgentBytes    = 512
+	MaxPayloadBytes      = 16 << 10 // each of request_payload and response_summary, as JSON
+	MaxPayloadDepth      = 16
+	MaxExecutionTimeMs   = 24 * 60 * 60 * 1000
+	MaxRetryCount        = 10000
+)
+
+// Window is the range of create_time accepted at a given moment.
+type Window struct {
+	// Backfill is how old a row may be.
+	Backfill time.Duration
+	// FutureSkew is how far ahead of the server's clock a row may be.
+	FutureSkew time.Duration
+}
+
+// Row is one validated, redacted row ready for COPY. Its byte fields
+// point into the received message, which they keep alive until the row is
+// written.
+type Row struct {
+	ID                [16]byte
+	CreateTime        time.Time // truncated to microseconds, as Postgres stores it
+	UserID            [16]byte
+	PlatformAccountID []byte
+	OperationType     int16
+	ResourceID        []byte
+	Outcome           int16
+	ErrorCode         *int32
+	ErrorType         []byte
+	ErrorMessage      []byte
+	ExecutionTimeMs   *int64
+	RetryCount        int32
+	AuthTypeDetected  int16
+	SessionRefreshed  bool
+	ProxyUsed         []byte
+	UserAgent         []byte
+	RequestPayload    []byte // JSON, nil for none
+	ResponseSummary   []byte
+	TraceID           []byte
+}
+
+// Key is a row's identity: two rows with the same key are the same log.
+type Key struct {
+	ID   [16]byte
+	Time int64 // create_time in Unix microseconds
+}
+
+// Key returns the row's identity.
+func (r *Row) Key() Key { return Key{ID: r.ID, Time: r.CreateTime.UnixMicro()} }
+
+// Size estimates the memory a row holds, for the writer's buffer budget.
+func (r *Row) Size() int64 {
+	return int64(256 + len(r.PlatformAccountID) + len(r.ResourceID) + len(r.ErrorType) + len(r.ErrorMessage) +
+		len(r.ProxyUsed) + len(r.UserAgent) + len(r.RequestPayload) + len(r.ResponseSummary) + len(r.TraceID))
+}
+
+// Rejection says why a row was refused: the first field found at fault.
+type Rejection struct {
+	Field  string
+	Reason string
+}
+
+// Converter validates and redacts rows.
+type Converter struct {
+	Window Window
+	Keys   redact.Keys
+}
+
+func reject(field, reason string) *Rejection { return &Rejection{Field: field, Reason: reason} }
+
+// parseUUID accepts the canonical 36-character form only.
+func parseUUID(b []byte) ([16]byte, bool) {
+	if len(b) != 36 {
+		return [16]byte{}, false
+	}
+	id, err := uuid.ParseBytes(b)
+	return id, err == nil
+}
+
+// checkText returns why b is refused as text, or "".
+func checkText(b []byte, max int, identifier bool) string {
+	switch {
+	case len(b) > max:
+		return "longer than " + strconv.Itoa(max) + " bytes"
+	case !utf8.Valid(b):
+		return "not valid UTF-8"
+	case bytes.IndexByte(b, 0) >= 0:
+		return "contains a NUL byte, which Postgres cannot store"
+	case identifier && bytes.IndexFunc(b, unicode.IsControl) >= 0:
+		return "contains control characters"
+	}
+	return ""
+}
+
+// traceID returns b in lower case when it is 32 hex digits, not all zero.
+func traceID(b []byte) ([]byte, bool) {
+	if len(b) != 32 {
+		return nil, false
+	}
+	var raw [16]byte
+	if _, err := hex.Decode(raw[:], b); err != nil || raw == ([16]byte{}) {
+		return nil, false
+	}
+	return bytes.ToLower(b), true
+}

@@ -1,0 +1,253 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/semaphore"
+)
+
+// WriterConfig tunes the group-commit writer.
+type WriterConfig struct {
+	// BatchRows ends a batch at this many rows.
+	BatchRows int
+	// BatchDelay ends a batch this long after its first rows arrived.
+	BatchDelay time.Duration
+	// Writers is how many batches are written at once.
+	Writers int
+	// BufferBytes bounds the rows accepted from streams but not committed
+	// yet. A stream that finds it full waits up to BufferWait.
+	BufferBytes int64
+	BufferWait  time.Duration
+}
+
+// ErrBusy means the buffer stayed full for BufferWait: the database is
+// slower than the producers. Clients should back off and resend.
+var ErrBusy = errors.New("ingest buffer full")
+
+// Writer gathers the rows of many concurrent streams into large COPY
+// transactions and tells each stream when its rows are committed.
+type Writer struct {
+	pool   *pgxpool.Pool
+	parts  *Partitions
+	cfg    WriterConfig
+	log    *slog.Logger
+	queue  chan *Chunk
+	budget *semaphore.Weighted
+}
+
+// NewWriter returns a writer; Run must be running for Submit to complete.
+func NewWriter(pool *pgxpool.Pool, parts *Partitions, cfg WriterConfig, log *slog.Logger) *Writer {
+	return &Writer{
+		pool:   pool,
+		parts:  parts,
+		cfg:    cfg,
+		log:    log,
+		queue:  make(chan *Chunk, 4096),
+		budget: semaphore.NewWeighted(cfg.BufferBytes),
+	}
+}
+
+// Chunk is the rows one stream message contributed. Wait tells when they
+// are committed and how many were new.
+type Chunk struct {
+	rows  []Row
+	bytes int64
+	done  chan struct{}
+	// Set before done closes.
+	inserted, duplicates int
+	err                  error
+}
+
+// Submit queues rows for writing. It waits for buffer space up to
+// BufferWait and returns ErrBusy when there is none.
+func (w *Writer) Submit(ctx context.Context, rows []Row) (*Chunk, error) {
+	c := &Chunk{rows: rows, done: make(chan struct{})}
+	for i := range rows {
+		c.bytes += rows[i].Size()
+	}
+	c.bytes = min(c.bytes, w.cfg.BufferBytes)
+	waitCtx, cancel := context.WithTimeout(ctx, w.cfg.BufferWait)
+	defer cancel()
+	if err := w.budget.Acquire(waitCtx, c.bytes); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrBusy
+	}
+	select {
+	case w.queue <- c:
+		return c, nil
+	case <-waitCtx.Done():
+		w.budget.Release(c.bytes)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrBusy
+	}
+}
+
+// Wait blocks until the chunk is committed (or failed) and returns how
+// many of its rows were new and how many were already stored.
+func (c *Chunk) Wait(ctx context.Context) (inserted, duplicates int, err error) {
+	select {
+	case <-c.done:
+		return c.inserted, c.duplicates, c.err
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+}
+
+// Run writes batches until ctx ends, then writes what is still queued and
+// returns. The server cancels ctx only after every stream has finished,
+// so nothing waits on a chunk that will not be written.
+func (w *Writer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := 0; i < w.cfg.Writers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+func (w *Writer) loop(ctx context.Context) {
+	for {
+		var first *Chunk
+		select {
+		case first = <-w.queue:
+		case <-ctx.Done():
+			for {
+				select {
+				case c := <-w.queue:
+					w.commit([]*Chunk{c})
+				default:
+					return
+				}
+			}
+		}
+		batch, n := []*Chunk{first}, len(first.rows)
+		timer := time.NewTimer(w.cfg.BatchDelay)
+	collect:
+		for n < w.cfg.BatchRows {
+			select {
+			case c := <-w.queue:
+				batch, n = append(batch, c), n+len(c.rows)
+			case <-timer.C:
+				break collect
+			}
+		}
+		timer.Stop()
+		w.commit(batch)
+	}
+}
+
+// commit writes one batch and reports to its chunks.
+func (w *Writer) commit(batch []*Chunk) {
+	var rows []*Row
+	for _, c := range batch {
+		for i := range c.rows {
+			rows = append(rows, &c.rows[i])
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	err := w.parts.EnsureFor(ctx, rows)
+	var inserted map[Key]int
+	if err == nil {
+		inserted, err = w.write(ctx, rows)
+	}
+	for _, c := range batch {
+		switch {
+		case err != nil:
+			c.err = err
+		case inserted == nil: // fast path: every row was new
+			c.inserted = len(c.rows)
+		default:
+			for i := range c.rows {
+				k := c.rows[i].Key()
+				if inserted[k] > 0 {
+					inserted[k]--
+					c.inserted++
+				} else {
+					c.duplicates++
+				}
+			}
+		}
+		w.budget.Release(c.bytes)
+		close(c.done)
+	}
+	if err != nil {
+		w.log.Warn("ingest batch failed; its streams get an error and resend", "rows", len(rows), "error", err)
+	}
+}
+
+// write stores rows. The fast path COPYs them into the table; when some
+// were stored already (a retry) the COPY fails on the primary key, and the
+// batch goes again through a staging table with INSERT ... ON CONFLICT DO
+// NOTHING. It returns nil when every row was new, else the keys inserted.
+func (w *Writer) write(ctx context.Context, rows []*Row) (map[Key]int, error) {
+	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		_, err := copyRows(ctx, tx, "oplog.operation_logs", rows)
+		return err
+	})
+	if err == nil {
+		return nil, nil
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "40P01") {
+		return nil, err
+	}
+	var inserted map[Key]int
+	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		inserted = map[Key]int{}
+		if _, err := tx.Exec(ctx, createStaging); err != nil {
+			return err
+		}
+		if _, err := copyRows(ctx, tx, "operation_logs_staging", rows); err != nil {
+			return err
+		}
+		res, err := tx.Query(ctx, insertFromStaging)
+		if err != nil {
+			return err
+		}
+		defer res.Close()
+		for res.Next() {
+			var k Key
+			var t time.Time
+			if err := res.Scan(&k.ID, &t); err != nil {
+				return err
+			}
+			k.Time = t.UnixMicro()
+			inserted[k]++
+		}
+		return res.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("idempotent insert: %w", err)
+	}
+	return inserted, nil
+}
+
+// A session-lifetime temporary table, emptied at every commit.
+const createStaging = `
+CREATE TEMP TABLE IF NOT EXISTS operation_logs_staging
+	(LIKE oplog.operation_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`
+
+// insertFromStaging inserts in key order, so two batches holding the same
+// rows wait for each other instead of deadlocking; a row repeated inside
+// the batch is inserted once.
+const insertFromStaging = `
+INSERT INTO oplog.operation_logs SELECT * FROM operation_logs_staging ORDER BY id, create_time
+ON CONFLICT (id, create_time) DO NOTHING
+RETURNING id, create_time`

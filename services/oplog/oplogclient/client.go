@@ -1,0 +1,398 @@
+// Package oplogclient is the worker SDK of OpLogService.
+//
+// Log never blocks and does no I/O: it stamps the entry with an id
+// (UUIDv7), its time and the trace id of the context, redacts sensitive
+// payload keys, and puts it in a bounded in-memory buffer. Background
+// flushers send the buffer over Ingest streams, by size or by interval,
+// and retry with exponential backoff until the server acknowledges; the
+// server acknowledges only committed rows and recognises resent ids, so a
+// retry never stores a row twice. When the buffer is full the oldest
+// entries are dropped and counted. Close flushes what is left.
+//
+//	client, err := oplogclient.New(conn)
+//	defer client.Close(ctx)
+//	client.Log(ctx, oplogclient.Entry{UserID: u, OperationType: oplogv1.OperationType_OPERATION_TYPE_GET_REVIEWS, Outcome: commonv1.Outcome_OUTCOME_SUCCESS})
+//	err = client.Track(ctx, entry, func(ctx context.Context) error { return scrape(ctx) })
+package oplogclient
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
+	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/oplog/redact"
+)
+
+// Entry is one operation to log. Only UserID, OperationType and Outcome
+// are required.
+type Entry struct {
+	UserID            string // UUID
+	PlatformAccountID string
+	OperationType     oplogv1.OperationType
+	ResourceID        string
+	Outcome           commonv1.Outcome
+	ErrorCode         *int32
+	ErrorType         string
+	ErrorMessage      string
+	// ExecutionTime is sent when positive (Track always sets it).
+	ExecutionTime    time.Duration
+	RetryCount       int
+	AuthTypeDetected commonv1.AuthType
+	SessionRefreshed bool
+	ProxyUsed        string
+	UserAgent        string
+	// Payloads are copied (and redacted) by Log; the caller may reuse the
+	// maps afterwards. Values: strings, numbers, bools, nil, time.Time,
+	// maps and slices of them; anything else is sent as its fmt.Sprint text.
+	RequestPayload  map[string]any
+	ResponseSummary map[string]any
+	// CreateTime is when the operation happened; zero means now.
+	CreateTime time.Time
+}
+
+// Rejected is an entry the server refused; resending it cannot help.
+type Rejected struct {
+	ID            string
+	OperationType oplogv1.OperationType
+	Field         string
+	Reason        string
+}
+
+// Stats are the client's counters since New.
+type Stats struct {
+	Enqueued     int64 // accepted by Log
+	Acknowledged int64 // confirmed stored by the server (new or duplicate)
+	Duplicates   int64 // acknowledged rows the server already had (a retry of a lost answer)
+	Rejected     int64 // refused by the server as invalid
+	Dropped      int64 // pushed out of a full buffer, or logged after Close
+	Failed       int64 // given up after non-retryable errors or at Close
+	Retries      int64 // resend attempts
+	InBuffer     int64 // waiting in the buffer or in flight
+}
+
+// FlushResult describes one acknowledged flush, for the caller's metrics.
+type FlushResult struct {
+	Rows, Accepted, Duplicates, Rejected int
+	Attempts                             int
+	// Latency is from the first attempt to the acknowledgement.
+	Latency time.Duration
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+type options struct {
+	bufferSize, flushSize, flushers int
+	flushInterval                   time.Duration
+	initialBackoff, maxBackoff      time.Duration
+	attemptTimeout                  time.Duration
+	keys                            redact.Keys
+	onRejected                      func(Rejected)
+	onFlush                         func(FlushResult)
+	now                             func() time.Time
+	callOptions                     []grpc.CallOption
+}
+
+// WithBufferSize bounds the entries held in memory (default 10,000).
+func WithBufferSize(n int) Option { return func(o *options) { o.bufferSize = n } }
+
+// WithFlushSize sets how many entries one flush sends, and how many
+// buffered entries start a flush before the interval (default 500, at
+// most 1,000).
+func WithFlushSize(n int) Option { return func(o *options) { o.flushSize = n } }
+
+// WithFlushInterval flushes whatever is buffered at least this often
+// (default 1s).
+func WithFlushInterval(d time.Duration) Option { return func(o *options) { o.flushInterval = d } }
+
+// WithFlushers sets how many flushes may be in flight at once (default 2).
+func WithFlushers(n int) Option { return func(o *options) { o.flushers = n } }
+
+// WithBackoff sets the first and the longest wait between retries
+// (default 100ms and 10s); waits double, with jitter.
+func WithBackoff(initial, max time.Duration) Option {
+	return func(o *options) { o.initialBackoff, o.maxBackoff = initial, max }
+}
+
+// WithRedactKeys replaces redact.DefaultKeys.
+func WithRedactKeys(words ...string) Option { return func(o *options) { o.keys = redact.New(words) } }
+
+// OnRejected is called (from a flusher goroutine) for every entry the
+// server refuses.
+func OnRejected(f func(Rejected)) Option { return func(o *options) { o.onRejected = f } }
+
+// OnFlush is called (from a flusher goroutine) after every acknowledged
+// flush.
+func OnFlush(f func(FlushResult)) Option { return func(o *options) { o.onFlush = f } }
+
+// WithCallOptions adds gRPC call options to every Ingest stream.
+func WithCallOptions(opts ...grpc.CallOption) Option {
+	return func(o *options) { o.callOptions = append(o.callOptions, opts...) }
+}
+
+// withClock replaces time.Now, for tests.
+func withClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Client buffers entries and ships them to OpLogService.
+type Client struct {
+	rpc  oplogv1.OpLogServiceClient
+	opts options
+
+	mu     sync.Mutex
+	ring   []record
+	head   int
+	n      int
+	closed bool
+	rng    *rand.ChaCha8
+	lastMs int64
+	seq    uint16
+
+	kick     chan struct{}
+	closing  chan struct{}
+	stopping context.Context // ends when Close's deadline passes
+	stop     context.CancelFunc
+	flushers sync.WaitGroup
+	inFlight atomic.Int64
+
+	enqueued, acknowledged, duplicates, rejected, dropped, failed, retries atomic.Int64
+}
+
+// record is a buffered entry, stamped by Log.
+type record struct {
+	id       [16]byte
+	traceID  [16]byte
+	at       time.Time
+	entry    Entry
+	request  []byte // encoded google.protobuf.Struct, nil for none
+	response []byte
+}
+
+// New starts a client on conn (a *grpc.ClientConn to OpLogService).
+func New(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
+	o := options{
+		bufferSize: 10000, flushSize: 500, flushers: 2, flushInterval: time.Second,
+		initialBackoff: 100 * time.Millisecond, maxBackoff: 10 * time.Second,
+		attemptTimeout: 30 * time.Second, keys: redact.Default(), now: time.Now,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	switch {
+	case o.bufferSize < 1:
+		return nil, errors.New("oplogclient: buffer size must be positive")
+	case o.flushSize < 1 || o.flushSize > maxRowsPerMessage:
+		return nil, fmt.Errorf("oplogclient: flush size must be between 1 and %d", maxRowsPerMessage)
+	case o.flushers < 1 || o.flushInterval <= 0 || o.initialBackoff <= 0 || o.maxBackoff < o.initialBackoff:
+		return nil, errors.New("oplogclient: flushers, flush interval and backoff must be positive")
+	}
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("oplogclient: seed ids: %w", err)
+	}
+	c := &Client{
+		rpc:     oplogv1.NewOpLogServiceClient(conn),
+		opts:    o,
+		ring:    make([]record, o.bufferSize),
+		rng:     rand.NewChaCha8(seed),
+		kick:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+	}
+	c.stopping, c.stop = context.WithCancel(context.Background())
+	for i := 0; i < o.flushers; i++ {
+		c.flushers.Add(1)
+		go c.flusher()
+	}
+	return c, nil
+}
+
+// maxRowsPerMessage is the server's limit on one Ingest message.
+const maxRowsPerMessage = 1000
+
+// Log buffers e. It never blocks on the network and never fails: problems
+// show up in Stats and the OnRejected callback.
+func (c *Client) Log(ctx context.Context, e Entry) {
+	at := e.CreateTime
+	if at.IsZero() {
+		at = c.opts.now()
+	}
+	var traceID [16]byte
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		traceID = sc.TraceID()
+	}
+	var req, resp []byte
+	if e.RequestPayload != nil {
+		req = encodePayload(e.RequestPayload, c.opts.keys)
+	}
+	if e.ResponseSummary != nil {
+		resp = encodePayload(e.ResponseSummary, c.opts.keys)
+	}
+	e.RequestPayload, e.ResponseSummary = nil, nil
+
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.dropped.Add(1)
+		return
+	}
+	if c.n == len(c.ring) {
+		// Full: the oldest entry makes room.
+		c.ring[c.head] = record{}
+		c.head = (c.head + 1) % len(c.ring)
+		c.n--
+		c.dropped.Add(1)
+	}
+	slot := &c.ring[(c.head+c.n)%len(c.ring)]
+	slot.id = c.newID(at)
+	slot.traceID, slot.at, slot.entry, slot.request, slot.response = traceID, at, e, req, resp
+	c.n++
+	full := c.n >= c.opts.flushSize
+	c.mu.Unlock()
+	c.enqueued.Add(1)
+	if full {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// newID returns a UUIDv7: 48 bits of Unix milliseconds, a 12-bit sequence
+// that keeps ids of one client increasing within a millisecond, and 62
+// random bits. Called with c.mu held.
+func (c *Client) newID(at time.Time) [16]byte {
+	ms := at.UnixMilli()
+	if ms <= c.lastMs {
+		// Same (or an earlier) millisecond: count on from the last id.
+		c.seq++
+		if c.seq > 0xfff {
+			c.lastMs++
+			c.seq = 0
+		}
+		ms = c.lastMs
+	} else {
+		c.lastMs, c.seq = ms, uint16(c.rng.Uint64()&0x3ff)
+	}
+	var id [16]byte
+	binary.BigEndian.PutUint64(id[8:], c.rng.Uint64())
+	id[0], id[1], id[2], id[3], id[4], id[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	id[6] = 0x70 | byte(c.seq>>8)&0x0f
+	id[7] = byte(c.seq)
+	id[8] = 0x80 | id[8]&0x3f
+	return id
+}
+
+// take removes up to max records from the buffer.
+func (c *Client) take(max int) []record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := min(max, c.n)
+	if k == 0 {
+		return nil
+	}
+	out := make([]record, k)
+	for i := range out {
+		j := (c.head + i) % len(c.ring)
+		out[i], c.ring[j] = c.ring[j], record{}
+	}
+	c.head = (c.head + k) % len(c.ring)
+	c.n -= k
+	c.inFlight.Add(int64(k))
+	return out
+}
+
+func (c *Client) buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// flusher sends full batches when Log signals, everything buffered on
+// every tick, and everything left once Close was called.
+func (c *Client) flusher() {
+	defer c.flushers.Done()
+	ticker := time.NewTicker(c.opts.flushInterval)
+	defer ticker.Stop()
+	for {
+		drainAll, closing := false, false
+		select {
+		case <-c.kick:
+		case <-ticker.C:
+			drainAll = true
+		case <-c.closing:
+			drainAll, closing = true, true
+		}
+		for c.stopping.Err() == nil {
+			n := c.buffered()
+			if n == 0 || (!drainAll && n < c.opts.flushSize) {
+				break
+			}
+			if batch := c.take(c.opts.flushSize); batch != nil {
+				c.send(batch)
+			}
+		}
+		if closing || c.stopping.Err() != nil {
+			return
+		}
+	}
+}
+
+// Stats returns the counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Enqueued:     c.enqueued.Load(),
+		Acknowledged: c.acknowledged.Load(),
+		Duplicates:   c.duplicates.Load(),
+		Rejected:     c.rejected.Load(),
+		Dropped:      c.dropped.Load(),
+		Failed:       c.failed.Load(),
+		Retries:      c.retries.Load(),
+		InBuffer:     int64(c.buffered()) + c.inFlight.Load(),
+	}
+}
+
+// Close stops accepting entries and flushes the buffer, retrying until ctx
+// ends. It returns an error saying how many entries were not delivered
+// when ctx ended first.
+func (c *Client) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return errors.New("oplogclient: already closed")
+	}
+	c.closed = true
+	c.mu.Unlock()
+	close(c.closing)
+
+	done := make(chan struct{})
+	go func() {
+		c.flushers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		c.stop() // in-flight retries give up
+		<-done
+	}
+	c.stop()
+	if left := c.buffered(); left > 0 {
+		c.failed.Add(int64(left))
+		c.take(left)
+		c.inFlight.Add(-int64(left))
+	}
+	if lost := c.failed.Load(); ctx.Err() != nil && lost > 0 {
+		return fmt.Errorf("oplogclient: closed before everything was delivered (%d entries failed in all): %w", lost, ctx.Err())
+	}
+	return nil
+}

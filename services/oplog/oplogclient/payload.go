@@ -1,0 +1,168 @@
+package oplogclient
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/platforma/platforma/services/oplog/redact"
+)
+
+// Payload limits, a little under the server's (16 KiB as JSON, 16 levels),
+// so what the SDK sends is not refused for its size.
+const (
+	maxPayloadDepth = 15
+	maxPayloadBytes = 15 << 10
+)
+
+// encodePayload encodes m as a google.protobuf.Struct, replacing the values
+// of sensitive keys with redact.Placeholder at every depth. Strings are
+// made valid for the server, non-finite numbers become strings, values
+// deeper than the limit become "[too deep]", and a payload too large to
+// store is replaced by {"truncated": true, "approx_bytes": n}. Encoding at
+// Log time is also the copy that lets the caller reuse m. The result is
+// never nil: an empty map is an empty object, not "no payload".
+func encodePayload(m map[string]any, keys redact.Keys) []byte {
+	b := appendStruct(make([]byte, 0, 256), m, keys, 1)
+	if len(b) > maxPayloadBytes {
+		return appendStruct(make([]byte, 0, 64), map[string]any{"truncated": true, "approx_bytes": len(b)}, keys, 1)
+	}
+	return b
+}
+
+// Nested messages are written in place: room for the longest length
+// varint is kept before the body, and the body moved back once its length
+// is known. No buffer per level.
+const lenRoom = 5
+
+func beginNested(b []byte, num protowire.Number) ([]byte, int) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return append(b, 0, 0, 0, 0, 0), len(b)
+}
+
+func endNested(b []byte, start int) []byte {
+	n := len(b) - start - lenRoom
+	var l [lenRoom]byte
+	size := protowire.AppendVarint(l[:0], uint64(n))
+	copy(b[start+len(size):], b[start+lenRoom:])
+	copy(b[start:], size)
+	return b[:start+len(size)+n]
+}
+
+// appendStruct appends the fields of a Struct: its map entries, field 1,
+// each with the key in field 1 and the Value in field 2.
+func appendStruct(b []byte, m map[string]any, keys redact.Keys, depth int) []byte {
+	for k, v := range m {
+		k = freeText(k, 256)
+		var entry, value int
+		b, entry = beginNested(b, 1)
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, k)
+		b, value = beginNested(b, 2)
+		if keys.Sensitive(k) {
+			b = appendString(b, redact.Placeholder)
+		} else {
+			b = appendValue(b, v, keys, depth)
+		}
+		b = endNested(b, value)
+		b = endNested(b, entry)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	return protowire.AppendString(b, freeText(s, maxPayloadBytes))
+}
+
+func appendNumber(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return appendString(b, strconv.FormatFloat(f, 'g', -1, 64))
+	}
+	b = protowire.AppendTag(b, 2, protowire.Fixed64Type)
+	return protowire.AppendFixed64(b, math.Float64bits(f))
+}
+
+// appendValue appends the fields of a google.protobuf.Value for v.
+func appendValue(b []byte, v any, keys redact.Keys, depth int) []byte {
+	switch x := v.(type) {
+	case nil:
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		return protowire.AppendVarint(b, 0)
+	case string:
+		return appendString(b, x)
+	case bool:
+		b = protowire.AppendTag(b, 4, protowire.VarintType)
+		return protowire.AppendVarint(b, protowire.EncodeBool(x))
+	case int:
+		return appendNumber(b, float64(x))
+	case int8:
+		return appendNumber(b, float64(x))
+	case int16:
+		return appendNumber(b, float64(x))
+	case int32:
+		return appendNumber(b, float64(x))
+	case int64:
+		return appendNumber(b, float64(x))
+	case uint:
+		return appendNumber(b, float64(x))
+	case uint8:
+		return appendNumber(b, float64(x))
+	case uint16:
+		return appendNumber(b, float64(x))
+	case uint32:
+		return appendNumber(b, float64(x))
+	case uint64:
+		return appendNumber(b, float64(x))
+	case float32:
+		return appendNumber(b, float64(x))
+	case float64:
+		return appendNumber(b, x)
+	case time.Time:
+		return appendString(b, x.UTC().Format(time.RFC3339Nano))
+	case time.Duration:
+		return appendString(b, x.String())
+	case map[string]any:
+		if depth >= maxPayloadDepth {
+			return appendString(b, "[too deep]")
+		}
+		var at int
+		b, at = beginNested(b, 5)
+		b = appendStruct(b, x, keys, depth+1)
+		return endNested(b, at)
+	case map[string]string:
+		m := make(map[string]any, len(x))
+		for k, v := range x {
+			m[k] = v
+		}
+		return appendValue(b, m, keys, depth)
+	case []any:
+		if depth >= maxPayloadDepth {
+			return appendString(b, "[too deep]")
+		}
+		var list int
+		b, list = beginNested(b, 6)
+		for _, item := range x {
+			var at int
+			b, at = beginNested(b, 1)
+			b = appendValue(b, item, keys, depth+1)
+			b = endNested(b, at)
+		}
+		return endNested(b, list)
+	case []string:
+		items := make([]any, len(x))
+		for i, s := range x {
+			items[i] = s
+		}
+		return appendValue(b, items, keys, depth)
+	case error:
+		return appendString(b, x.Error())
+	case fmt.Stringer:
+		return appendString(b, x.String())
+	default:
+		return appendString(b, fmt.Sprint(x))
+	}
+}
