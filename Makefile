@@ -74,14 +74,24 @@ test: lint ## lint, then every module's tests with -race
 BENCH_COUNT ?= 1
 BENCH_PACKAGES := ./services/profile/internal/profilesvc/ ./services/reviewmeta/internal/reviewmetasvc/ ./services/oplog/oplogclient/
 .PHONY: bench
-bench: bench-oplog ## run all benchmarks (several minutes; BENCH_COUNT=3 repeats each)
+bench: bench-oplog bench-queries ## run all benchmarks (several minutes; BENCH_COUNT=3 repeats each)
 	@for p in $(BENCH_PACKAGES); do \
 		go test -run '^$$' -bench . -benchtime 5s -count $(BENCH_COUNT) -timeout 90m $$p || exit 1; done
 
 .PHONY: bench-oplog
 bench-oplog: build ## OpLog write path end to end: raw COPY vs SDK to server to Postgres, server RSS
 	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
-	bin/oplogbench -server bin/oplog
+	@if [ -n "$(BASELINE_REV)" ]; then \
+		rm -rf .tools/baseline && git worktree add --detach .tools/baseline $(BASELINE_REV) >/dev/null && \
+		(cd .tools/baseline && go build -o $(CURDIR)/bin/oplog-baseline ./services/oplog/cmd/oplog); \
+		git worktree remove --force .tools/baseline; fi
+	bin/oplogbench ingest -server bin/oplog $(if $(BASELINE_REV),-baseline bin/oplog-baseline)
+	bin/oplogbench indexes -duration 10s -rounds 3
+
+.PHONY: bench-queries
+bench-queries: build ## OpLog queries on 10M rows: RPCs against the seed's raw SQL
+	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
+	bin/oplogbench queries -server bin/oplog
 
 .PHONY: build
 build: ## build bin/profile, bin/reviewmeta, bin/oplog

@@ -59,3 +59,26 @@ func BenchPool(b *testing.B) *pgxpool.Pool {
 	b.Cleanup(pool.Close)
 	return pool
 }
+
+// Pages follows next_page_tokens from the first page to the last: list
+// gets each page token ("" first) and returns that page's items and the
+// next token. It returns every item in order and the number of pages.
+func Pages[T any](t testing.TB, list func(pageToken string) (items []T, next string, err error)) ([]T, int) {
+	t.Helper()
+	var all []T
+	token := ""
+	for pages := 1; ; pages++ {
+		items, next, err := list(token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all, pages
+		}
+		if pages > 10000 {
+			t.Fatal("more than 10,000 pages: the token does not advance")
+		}
+		token = next
+	}
+}

@@ -796,8 +796,13 @@ func (x *GetOperationStatsRequest) GetOperationType() OperationType {
 // GetOperationStatsResponse has one entry per operation type seen.
 type GetOperationStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Statistics per operation type.
-	Stats         []*OperationStats `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	// Statistics per operation type, in OperationType order.
+	Stats []*OperationStats `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	// The window the statistics cover: the request's, widened to whole
+	// hours (statistics are kept per hour).
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// End of the window (exclusive).
+	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -835,6 +840,20 @@ func (*GetOperationStatsResponse) Descriptor() ([]byte, []int) {
 func (x *GetOperationStatsResponse) GetStats() []*OperationStats {
 	if x != nil {
 		return x.Stats
+	}
+	return nil
+}
+
+func (x *GetOperationStatsResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetOperationStatsResponse) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
 	}
 	return nil
 }
@@ -1062,7 +1081,11 @@ func (x *GetProxyStatsRequest) GetUntil() *timestamppb.Timestamp {
 type GetProxyStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Statistics per proxy, highest success rate first.
-	Proxies       []*ProxyStats `protobuf:"bytes,1,rep,name=proxies,proto3" json:"proxies,omitempty"`
+	Proxies []*ProxyStats `protobuf:"bytes,1,rep,name=proxies,proto3" json:"proxies,omitempty"`
+	// The window covered: the request's, widened to whole hours.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// End of the window (exclusive).
+	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1100,6 +1123,20 @@ func (*GetProxyStatsResponse) Descriptor() ([]byte, []int) {
 func (x *GetProxyStatsResponse) GetProxies() []*ProxyStats {
 	if x != nil {
 		return x.Proxies
+	}
+	return nil
+}
+
+func (x *GetProxyStatsResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetProxyStatsResponse) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
 	}
 	return nil
 }
@@ -1264,7 +1301,11 @@ type GetFailureRateSeriesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Points ordered by bucket_start, then operation_type; buckets without
 	// operations are omitted.
-	Points        []*FailureRatePoint `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	Points []*FailureRatePoint `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	// The window covered: the request's, widened to whole buckets.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// End of the window (exclusive).
+	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1302,6 +1343,20 @@ func (*GetFailureRateSeriesResponse) Descriptor() ([]byte, []int) {
 func (x *GetFailureRateSeriesResponse) GetPoints() []*FailureRatePoint {
 	if x != nil {
 		return x.Points
+	}
+	return nil
+}
+
+func (x *GetFailureRateSeriesResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetFailureRateSeriesResponse) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
 	}
 	return nil
 }
@@ -1457,9 +1512,11 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\x18GetOperationStatsRequest\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12H\n" +
-	"\x0eoperation_type\x18\x03 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\"U\n" +
+	"\x0eoperation_type\x18\x03 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\"\xb9\x01\n" +
 	"\x19GetOperationStatsResponse\x128\n" +
-	"\x05stats\x18\x01 \x03(\v2\".platforma.oplog.v1.OperationStatsR\x05stats\"\x8d\x03\n" +
+	"\x05stats\x18\x01 \x03(\v2\".platforma.oplog.v1.OperationStatsR\x05stats\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\x8d\x03\n" +
 	"\x0eOperationStats\x12H\n" +
 	"\x0eoperation_type\x18\x01 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12#\n" +
@@ -1475,9 +1532,11 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\"z\n" +
 	"\x14GetProxyStatsRequest\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
-	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"Q\n" +
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xb5\x01\n" +
 	"\x15GetProxyStatsResponse\x128\n" +
-	"\aproxies\x18\x01 \x03(\v2\x1e.platforma.oplog.v1.ProxyStatsR\aproxies\"\xbe\x01\n" +
+	"\aproxies\x18\x01 \x03(\v2\x1e.platforma.oplog.v1.ProxyStatsR\aproxies\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xbe\x01\n" +
 	"\n" +
 	"ProxyStats\x12\x1d\n" +
 	"\n" +
@@ -1490,9 +1549,11 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x126\n" +
 	"\x06bucket\x18\x03 \x01(\x0e2\x1e.platforma.oplog.v1.TimeBucketR\x06bucket\x12H\n" +
-	"\x0eoperation_type\x18\x04 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\"\\\n" +
+	"\x0eoperation_type\x18\x04 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\"\xc0\x01\n" +
 	"\x1cGetFailureRateSeriesResponse\x12<\n" +
-	"\x06points\x18\x01 \x03(\v2$.platforma.oplog.v1.FailureRatePointR\x06points\"\xec\x01\n" +
+	"\x06points\x18\x01 \x03(\v2$.platforma.oplog.v1.FailureRatePointR\x06points\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xec\x01\n" +
 	"\x10FailureRatePoint\x12=\n" +
 	"\fbucket_start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vbucketStart\x12H\n" +
 	"\x0eoperation_type\x18\x02 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\x12\x14\n" +
@@ -1576,33 +1637,39 @@ var file_platforma_oplog_v1_oplog_service_proto_depIdxs = []int32{
 	21, // 14: platforma.oplog.v1.GetOperationStatsRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 15: platforma.oplog.v1.GetOperationStatsRequest.operation_type:type_name -> platforma.oplog.v1.OperationType
 	10, // 16: platforma.oplog.v1.GetOperationStatsResponse.stats:type_name -> platforma.oplog.v1.OperationStats
-	0,  // 17: platforma.oplog.v1.OperationStats.operation_type:type_name -> platforma.oplog.v1.OperationType
-	11, // 18: platforma.oplog.v1.OperationStats.errors:type_name -> platforma.oplog.v1.ErrorTypeCount
-	21, // 19: platforma.oplog.v1.GetProxyStatsRequest.since:type_name -> google.protobuf.Timestamp
-	21, // 20: platforma.oplog.v1.GetProxyStatsRequest.until:type_name -> google.protobuf.Timestamp
-	14, // 21: platforma.oplog.v1.GetProxyStatsResponse.proxies:type_name -> platforma.oplog.v1.ProxyStats
-	21, // 22: platforma.oplog.v1.GetFailureRateSeriesRequest.since:type_name -> google.protobuf.Timestamp
-	21, // 23: platforma.oplog.v1.GetFailureRateSeriesRequest.until:type_name -> google.protobuf.Timestamp
-	1,  // 24: platforma.oplog.v1.GetFailureRateSeriesRequest.bucket:type_name -> platforma.oplog.v1.TimeBucket
-	0,  // 25: platforma.oplog.v1.GetFailureRateSeriesRequest.operation_type:type_name -> platforma.oplog.v1.OperationType
-	17, // 26: platforma.oplog.v1.GetFailureRateSeriesResponse.points:type_name -> platforma.oplog.v1.FailureRatePoint
-	21, // 27: platforma.oplog.v1.FailureRatePoint.bucket_start:type_name -> google.protobuf.Timestamp
-	0,  // 28: platforma.oplog.v1.FailureRatePoint.operation_type:type_name -> platforma.oplog.v1.OperationType
-	3,  // 29: platforma.oplog.v1.OpLogService.Ingest:input_type -> platforma.oplog.v1.IngestRequest
-	6,  // 30: platforma.oplog.v1.OpLogService.ListOperationLogs:input_type -> platforma.oplog.v1.ListOperationLogsRequest
-	8,  // 31: platforma.oplog.v1.OpLogService.GetOperationStats:input_type -> platforma.oplog.v1.GetOperationStatsRequest
-	12, // 32: platforma.oplog.v1.OpLogService.GetProxyStats:input_type -> platforma.oplog.v1.GetProxyStatsRequest
-	15, // 33: platforma.oplog.v1.OpLogService.GetFailureRateSeries:input_type -> platforma.oplog.v1.GetFailureRateSeriesRequest
-	4,  // 34: platforma.oplog.v1.OpLogService.Ingest:output_type -> platforma.oplog.v1.IngestResponse
-	7,  // 35: platforma.oplog.v1.OpLogService.ListOperationLogs:output_type -> platforma.oplog.v1.ListOperationLogsResponse
-	9,  // 36: platforma.oplog.v1.OpLogService.GetOperationStats:output_type -> platforma.oplog.v1.GetOperationStatsResponse
-	13, // 37: platforma.oplog.v1.OpLogService.GetProxyStats:output_type -> platforma.oplog.v1.GetProxyStatsResponse
-	16, // 38: platforma.oplog.v1.OpLogService.GetFailureRateSeries:output_type -> platforma.oplog.v1.GetFailureRateSeriesResponse
-	34, // [34:39] is the sub-list for method output_type
-	29, // [29:34] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	21, // 17: platforma.oplog.v1.GetOperationStatsResponse.since:type_name -> google.protobuf.Timestamp
+	21, // 18: platforma.oplog.v1.GetOperationStatsResponse.until:type_name -> google.protobuf.Timestamp
+	0,  // 19: platforma.oplog.v1.OperationStats.operation_type:type_name -> platforma.oplog.v1.OperationType
+	11, // 20: platforma.oplog.v1.OperationStats.errors:type_name -> platforma.oplog.v1.ErrorTypeCount
+	21, // 21: platforma.oplog.v1.GetProxyStatsRequest.since:type_name -> google.protobuf.Timestamp
+	21, // 22: platforma.oplog.v1.GetProxyStatsRequest.until:type_name -> google.protobuf.Timestamp
+	14, // 23: platforma.oplog.v1.GetProxyStatsResponse.proxies:type_name -> platforma.oplog.v1.ProxyStats
+	21, // 24: platforma.oplog.v1.GetProxyStatsResponse.since:type_name -> google.protobuf.Timestamp
+	21, // 25: platforma.oplog.v1.GetProxyStatsResponse.until:type_name -> google.protobuf.Timestamp
+	21, // 26: platforma.oplog.v1.GetFailureRateSeriesRequest.since:type_name -> google.protobuf.Timestamp
+	21, // 27: platforma.oplog.v1.GetFailureRateSeriesRequest.until:type_name -> google.protobuf.Timestamp
+	1,  // 28: platforma.oplog.v1.GetFailureRateSeriesRequest.bucket:type_name -> platforma.oplog.v1.TimeBucket
+	0,  // 29: platforma.oplog.v1.GetFailureRateSeriesRequest.operation_type:type_name -> platforma.oplog.v1.OperationType
+	17, // 30: platforma.oplog.v1.GetFailureRateSeriesResponse.points:type_name -> platforma.oplog.v1.FailureRatePoint
+	21, // 31: platforma.oplog.v1.GetFailureRateSeriesResponse.since:type_name -> google.protobuf.Timestamp
+	21, // 32: platforma.oplog.v1.GetFailureRateSeriesResponse.until:type_name -> google.protobuf.Timestamp
+	21, // 33: platforma.oplog.v1.FailureRatePoint.bucket_start:type_name -> google.protobuf.Timestamp
+	0,  // 34: platforma.oplog.v1.FailureRatePoint.operation_type:type_name -> platforma.oplog.v1.OperationType
+	3,  // 35: platforma.oplog.v1.OpLogService.Ingest:input_type -> platforma.oplog.v1.IngestRequest
+	6,  // 36: platforma.oplog.v1.OpLogService.ListOperationLogs:input_type -> platforma.oplog.v1.ListOperationLogsRequest
+	8,  // 37: platforma.oplog.v1.OpLogService.GetOperationStats:input_type -> platforma.oplog.v1.GetOperationStatsRequest
+	12, // 38: platforma.oplog.v1.OpLogService.GetProxyStats:input_type -> platforma.oplog.v1.GetProxyStatsRequest
+	15, // 39: platforma.oplog.v1.OpLogService.GetFailureRateSeries:input_type -> platforma.oplog.v1.GetFailureRateSeriesRequest
+	4,  // 40: platforma.oplog.v1.OpLogService.Ingest:output_type -> platforma.oplog.v1.IngestResponse
+	7,  // 41: platforma.oplog.v1.OpLogService.ListOperationLogs:output_type -> platforma.oplog.v1.ListOperationLogsResponse
+	9,  // 42: platforma.oplog.v1.OpLogService.GetOperationStats:output_type -> platforma.oplog.v1.GetOperationStatsResponse
+	13, // 43: platforma.oplog.v1.OpLogService.GetProxyStats:output_type -> platforma.oplog.v1.GetProxyStatsResponse
+	16, // 44: platforma.oplog.v1.OpLogService.GetFailureRateSeries:output_type -> platforma.oplog.v1.GetFailureRateSeriesResponse
+	40, // [40:45] is the sub-list for method output_type
+	35, // [35:40] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_platforma_oplog_v1_oplog_service_proto_init() }

@@ -46,14 +46,22 @@ type OpLogServiceClient interface {
 	// the client resends.
 	Ingest(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[IngestRequest, IngestResponse], error)
 	// ListOperationLogs returns logs matching the filter, newest first
-	// (create_time descending, ties by id), with keyset pagination.
+	// (create_time descending, ties by id), with keyset pagination. The time
+	// range defaults to the last 7 days and spans at most 92 days. Filtering
+	// by user_id, or by error_type with outcome FAILED, uses an index; other
+	// filters scan the time range, so narrow it.
 	ListOperationLogs(ctx context.Context, in *ListOperationLogsRequest, opts ...grpc.CallOption) (*ListOperationLogsResponse, error)
-	// GetOperationStats summarises each operation type over [since, until).
+	// GetOperationStats summarises each operation type over [since, until),
+	// widened to whole hours, from hourly roll-ups: any window up to two
+	// years costs about the same. Percentiles are read from a fixed latency
+	// histogram and fall within one bucket of the exact value.
 	GetOperationStats(ctx context.Context, in *GetOperationStatsRequest, opts ...grpc.CallOption) (*GetOperationStatsResponse, error)
-	// GetProxyStats summarises each proxy over [since, until).
+	// GetProxyStats summarises each proxy over [since, until), widened to
+	// whole hours, from roll-ups. Operations without a proxy are left out.
 	GetProxyStats(ctx context.Context, in *GetProxyStatsRequest, opts ...grpc.CallOption) (*GetProxyStatsResponse, error)
 	// GetFailureRateSeries returns the failure rate per time bucket and
-	// operation type over [since, until).
+	// operation type over [since, until), from roll-ups. Hour buckets cover
+	// at most 92 days, day buckets two years.
 	GetFailureRateSeries(ctx context.Context, in *GetFailureRateSeriesRequest, opts ...grpc.CallOption) (*GetFailureRateSeriesResponse, error)
 }
 
@@ -135,14 +143,22 @@ type OpLogServiceServer interface {
 	// the client resends.
 	Ingest(grpc.ClientStreamingServer[IngestRequest, IngestResponse]) error
 	// ListOperationLogs returns logs matching the filter, newest first
-	// (create_time descending, ties by id), with keyset pagination.
+	// (create_time descending, ties by id), with keyset pagination. The time
+	// range defaults to the last 7 days and spans at most 92 days. Filtering
+	// by user_id, or by error_type with outcome FAILED, uses an index; other
+	// filters scan the time range, so narrow it.
 	ListOperationLogs(context.Context, *ListOperationLogsRequest) (*ListOperationLogsResponse, error)
-	// GetOperationStats summarises each operation type over [since, until).
+	// GetOperationStats summarises each operation type over [since, until),
+	// widened to whole hours, from hourly roll-ups: any window up to two
+	// years costs about the same. Percentiles are read from a fixed latency
+	// histogram and fall within one bucket of the exact value.
 	GetOperationStats(context.Context, *GetOperationStatsRequest) (*GetOperationStatsResponse, error)
-	// GetProxyStats summarises each proxy over [since, until).
+	// GetProxyStats summarises each proxy over [since, until), widened to
+	// whole hours, from roll-ups. Operations without a proxy are left out.
 	GetProxyStats(context.Context, *GetProxyStatsRequest) (*GetProxyStatsResponse, error)
 	// GetFailureRateSeries returns the failure rate per time bucket and
-	// operation type over [since, until).
+	// operation type over [since, until), from roll-ups. Hour buckets cover
+	// at most 92 days, day buckets two years.
 	GetFailureRateSeries(context.Context, *GetFailureRateSeriesRequest) (*GetFailureRateSeriesResponse, error)
 	mustEmbedUnimplementedOpLogServiceServer()
 }

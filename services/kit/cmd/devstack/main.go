@@ -318,7 +318,8 @@ func printBanner(grpcurl, db string) {
 	fmt.Printf("  %s -plaintext localhost:50051 describe platforma.profile.v1.ProfileService\n", grpcurl)
 	fmt.Printf("  %s -plaintext -d '{\"grade\":\"STABILITY_GRADE_CRITICAL\"}' localhost:50051 platforma.profile.v1.ProfileService/ListProfiles\n", grpcurl)
 	fmt.Printf("  %s -plaintext localhost:50052 platforma.reviewmeta.v1.ReviewMetadataService/GetReplyStats\n", grpcurl)
-	fmt.Printf("  %s -plaintext localhost:50053 describe platforma.oplog.v1.OperationLog\n", grpcurl)
+	fmt.Printf("  %s -plaintext -d '{\"since\":\"%s\",\"until\":\"%s\"}' localhost:50053 platforma.oplog.v1.OpLogService/GetOperationStats\n",
+		grpcurl, time.Now().UTC().Add(-24*time.Hour).Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("  (more in README.md)\n")
 	fmt.Printf("\nCtrl-C stops the services and the database.\n\n")
 }

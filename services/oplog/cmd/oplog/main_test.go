@@ -8,8 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
@@ -52,7 +50,16 @@ func TestBinaryMigratesAndIngests(t *testing.T) {
 	require.NoError(t, client.Close(closeCtx))
 	assert.Equal(t, int64(10), client.Stats().Acknowledged)
 
-	// Queries arrive with the next issue.
-	_, err = oplogv1.NewOpLogServiceClient(s.Conn).ListOperationLogs(ctx, &oplogv1.ListOperationLogsRequest{})
-	assert.Equal(t, codes.Unimplemented, status.Code(err))
+	// What was ingested can be queried.
+	list, err := oplogv1.NewOpLogServiceClient(s.Conn).ListOperationLogs(ctx, &oplogv1.ListOperationLogsRequest{
+		Outcome: commonv1.Outcome_OUTCOME_FAILED, PageSize: 100,
+	})
+	require.NoError(t, err)
+	assert.Len(t, list.GetOperationLogs(), 10)
+	st, err := oplogv1.NewOpLogServiceClient(s.Conn).GetOperationStats(ctx, &oplogv1.GetOperationStatsRequest{
+		Since: timestamppb.New(time.Now().Add(-time.Hour)), Until: timestamppb.Now(),
+	})
+	require.NoError(t, err)
+	require.Len(t, st.GetStats(), 2)
+	assert.Equal(t, int64(10), st.GetStats()[0].GetTotal(), "CHECK_LOGIN comes first")
 }

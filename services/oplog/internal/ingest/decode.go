@@ -9,6 +9,7 @@ import (
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/oplog/internal/store"
 )
 
 // ErrMalformed is a message that is not a valid IngestRequest encoding.
@@ -149,8 +150,8 @@ func RowID(b []byte) string {
 
 // Convert validates one encoded OperationLog and turns it into a Row.
 // now is the server's clock. The first field at fault is reported.
-func (c *Converter) Convert(b []byte, now time.Time) (Row, *Rejection) {
-	var r Row
+func (c *Converter) Convert(b []byte, now time.Time) (store.Row, *Rejection) {
+	var r store.Row
 	l, rej := parseLog(b)
 	if rej != nil {
 		return r, rej

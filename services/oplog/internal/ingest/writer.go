@@ -3,15 +3,13 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/platforma/platforma/services/oplog/internal/store"
 )
 
 // WriterConfig tunes the group-commit writer.
@@ -35,8 +33,8 @@ var ErrBusy = errors.New("ingest buffer full")
 // Writer gathers the rows of many concurrent streams into large COPY
 // transactions and tells each stream when its rows are committed.
 type Writer struct {
-	pool   *pgxpool.Pool
-	parts  *Partitions
+	store  *store.Store
+	parts  *store.Partitions
 	cfg    WriterConfig
 	log    *slog.Logger
 	queue  chan *Chunk
@@ -44,9 +42,9 @@ type Writer struct {
 }
 
 // NewWriter returns a writer; Run must be running for Submit to complete.
-func NewWriter(pool *pgxpool.Pool, parts *Partitions, cfg WriterConfig, log *slog.Logger) *Writer {
+func NewWriter(st *store.Store, parts *store.Partitions, cfg WriterConfig, log *slog.Logger) *Writer {
 	return &Writer{
-		pool:   pool,
+		store:  st,
 		parts:  parts,
 		cfg:    cfg,
 		log:    log,
@@ -58,7 +56,7 @@ func NewWriter(pool *pgxpool.Pool, parts *Partitions, cfg WriterConfig, log *slo
 // Chunk is the rows one stream message contributed. Wait tells when they
 // are committed and how many were new.
 type Chunk struct {
-	rows  []Row
+	rows  []store.Row
 	bytes int64
 	done  chan struct{}
 	// Set before done closes.
@@ -68,7 +66,7 @@ type Chunk struct {
 
 // Submit queues rows for writing. It waits for buffer space up to
 // BufferWait and returns ErrBusy when there is none.
-func (w *Writer) Submit(ctx context.Context, rows []Row) (*Chunk, error) {
+func (w *Writer) Submit(ctx context.Context, rows []store.Row) (*Chunk, error) {
 	c := &Chunk{rows: rows, done: make(chan struct{})}
 	for i := range rows {
 		c.bytes += rows[i].Size()
@@ -153,7 +151,7 @@ func (w *Writer) loop(ctx context.Context) {
 
 // commit writes one batch and reports to its chunks.
 func (w *Writer) commit(batch []*Chunk) {
-	var rows []*Row
+	var rows []*store.Row
 	for _, c := range batch {
 		for i := range c.rows {
 			rows = append(rows, &c.rows[i])
@@ -163,9 +161,9 @@ func (w *Writer) commit(batch []*Chunk) {
 	defer cancel()
 
 	err := w.parts.EnsureFor(ctx, rows)
-	var inserted map[Key]int
+	var inserted map[store.Key]int
 	if err == nil {
-		inserted, err = w.write(ctx, rows)
+		inserted, err = w.store.WriteRows(ctx, rows)
 	}
 	for _, c := range batch {
 		switch {
@@ -191,63 +189,3 @@ func (w *Writer) commit(batch []*Chunk) {
 		w.log.Warn("ingest batch failed; its streams get an error and resend", "rows", len(rows), "error", err)
 	}
 }
-
-// write stores rows. The fast path COPYs them into the table; when some
-// were stored already (a retry) the COPY fails on the primary key, and the
-// batch goes again through a staging table with INSERT ... ON CONFLICT DO
-// NOTHING. It returns nil when every row was new, else the keys inserted.
-func (w *Writer) write(ctx context.Context, rows []*Row) (map[Key]int, error) {
-	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		_, err := copyRows(ctx, tx, "oplog.operation_logs", rows)
-		return err
-	})
-	if err == nil {
-		return nil, nil
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "40P01") {
-		return nil, err
-	}
-	var inserted map[Key]int
-	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		inserted = map[Key]int{}
-		if _, err := tx.Exec(ctx, createStaging); err != nil {
-			return err
-		}
-		if _, err := copyRows(ctx, tx, "operation_logs_staging", rows); err != nil {
-			return err
-		}
-		res, err := tx.Query(ctx, insertFromStaging)
-		if err != nil {
-			return err
-		}
-		defer res.Close()
-		for res.Next() {
-			var k Key
-			var t time.Time
-			if err := res.Scan(&k.ID, &t); err != nil {
-				return err
-			}
-			k.Time = t.UnixMicro()
-			inserted[k]++
-		}
-		return res.Err()
-	})
-	if err != nil {
-		return nil, fmt.Errorf("idempotent insert: %w", err)
-	}
-	return inserted, nil
-}
-
-// A session-lifetime temporary table, emptied at every commit.
-const createStaging = `
-CREATE TEMP TABLE IF NOT EXISTS operation_logs_staging
-	(LIKE oplog.operation_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`
-
-// insertFromStaging inserts in key order, so two batches holding the same
-// rows wait for each other instead of deadlocking; a row repeated inside
-// the batch is inserted once.
-const insertFromStaging = `
-INSERT INTO oplog.operation_logs SELECT * FROM operation_logs_staging ORDER BY id, create_time
-ON CONFLICT (id, create_time) DO NOTHING
-RETURNING id, create_time`

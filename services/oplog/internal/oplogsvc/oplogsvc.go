@@ -23,6 +23,7 @@ import (
 	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/ingest"
+	"github.com/platforma/platforma/services/oplog/internal/store"
 	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
@@ -100,7 +101,8 @@ func (c *Config) Validate() error {
 type Server struct {
 	oplogv1.UnimplementedOpLogServiceServer
 	convert  ingest.Converter
-	parts    *ingest.Partitions
+	store    *store.Store
+	parts    *store.Partitions
 	writer   *ingest.Writer
 	receive  *semaphore.Weighted
 	slotWait time.Duration
@@ -131,18 +133,20 @@ func (s *Server) RunWriter(ctx context.Context) { s.writer.Run(ctx) }
 
 // New builds the service; now is its clock (tests move it).
 func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger, now func() time.Time) *Server {
-	parts := ingest.NewPartitions(pool)
+	st := store.New(pool)
+	parts := store.NewPartitions(pool)
 	wait := cfg.BufferWait
 	if wait <= 0 {
 		wait = 5 * time.Second
 	}
 	s := &Server{
+		store: st,
 		parts: parts,
 		convert: ingest.Converter{
 			Window: ingest.Window{Backfill: cfg.Backfill, FutureSkew: futureSkew},
 			Keys:   redact.New(strings.Split(cfg.RedactKeys, ",")),
 		},
-		writer: ingest.NewWriter(pool, parts, ingest.WriterConfig{
+		writer: ingest.NewWriter(st, parts, ingest.WriterConfig{
 			BatchRows:   cfg.BatchRows,
 			BatchDelay:  cfg.BatchDelay,
 			Writers:     cfg.Writers,
@@ -189,7 +193,7 @@ func (s *Server) Ingest(stream grpc.ClientStreamingServer[oplogv1.IngestRequest,
 			return apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per stream; open another stream", MaxRowsPerStream)))
 		}
 		now := s.now()
-		rows := make([]ingest.Row, 0, len(logs))
+		rows := make([]store.Row, 0, len(logs))
 		for _, b := range logs {
 			row, rej := s.convert.Convert(b, now)
 			if rej != nil {
@@ -267,7 +271,7 @@ func busyOr(err error) error {
 
 // maintainPartitions creates the partitions of the accepted window and of
 // the next month, now and every interval, so the write path rarely has to.
-func maintainPartitions(ctx context.Context, parts *ingest.Partitions, backfill, interval time.Duration, clock func() time.Time, log *slog.Logger) {
+func maintainPartitions(ctx context.Context, parts *store.Partitions, backfill, interval time.Duration, clock func() time.Time, log *slog.Logger) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {

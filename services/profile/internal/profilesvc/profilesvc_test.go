@@ -469,21 +469,18 @@ func seedScores(t *testing.T, client profilev1.ProfileServiceClient, auth common
 	}
 }
 
-func listAll(t *testing.T, client profilev1.ProfileServiceClient, req *profilev1.ListProfilesRequest) (scores []float64, pages int) {
+func listAll(t *testing.T, client profilev1.ProfileServiceClient, req *profilev1.ListProfilesRequest) ([]float64, int) {
 	t.Helper()
-	for {
+	return apptest.Pages(t, func(token string) ([]float64, string, error) {
+		req := proto.Clone(req).(*profilev1.ListProfilesRequest)
+		req.PageToken = token
 		resp, err := client.ListProfiles(context.Background(), req)
-		require.NoError(t, err)
-		pages++
+		var scores []float64
 		for _, p := range resp.GetProfiles() {
 			scores = append(scores, p.GetSessionStabilityScore())
 		}
-		if resp.GetNextPageToken() == "" {
-			return scores, pages
-		}
-		req = proto.Clone(req).(*profilev1.ListProfilesRequest)
-		req.PageToken = resp.GetNextPageToken()
-	}
+		return scores, resp.GetNextPageToken(), err
+	})
 }
 
 func TestListProfilesPagesThroughTiesInScoreOrder(t *testing.T) {

@@ -355,21 +355,16 @@ func TestInvalidInputNamesTheField(t *testing.T) {
 // listAll follows next_page_token and returns the review ids in order.
 func listAll(t *testing.T, client reviewmetav1.ReviewMetadataServiceClient, req *reviewmetav1.ListReviewMetadataRequest) ([]string, int) {
 	t.Helper()
-	var ids []string
-	pages := 0
-	for {
+	return apptest.Pages(t, func(token string) ([]string, string, error) {
+		req := proto.Clone(req).(*reviewmetav1.ListReviewMetadataRequest)
+		req.PageToken = token
 		resp, err := client.ListReviewMetadata(context.Background(), req)
-		require.NoError(t, err)
-		pages++
+		var ids []string
 		for _, r := range resp.GetReviewMetadata() {
 			ids = append(ids, r.GetReviewId())
 		}
-		if resp.GetNextPageToken() == "" {
-			return ids, pages
-		}
-		req = proto.Clone(req).(*reviewmetav1.ListReviewMetadataRequest)
-		req.PageToken = resp.GetNextPageToken()
-	}
+		return ids, resp.GetNextPageToken(), err
+	})
 }
 
 func TestListingByStateAcrossPages(t *testing.T) {

@@ -1,0 +1,462 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
+	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/migrate"
+	"github.com/platforma/platforma/services/kit/pgcluster"
+	"github.com/platforma/platforma/services/oplog/oplogclient"
+)
+
+// database returns an admin DSN: DATABASE_URL, or a throwaway cluster.
+func database(ctx context.Context) (string, func(), error) {
+	if url := os.Getenv("DATABASE_URL"); url != "" {
+		return url, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "oplogbench-")
+	if err != nil {
+		return "", nil, err
+	}
+	_ = os.Chmod(dir, 0o755)
+	c, err := pgcluster.New(ctx, pgcluster.Options{
+		DataDir:           dir + "/data",
+		Settings:          map[string]string{"max_connections": "200", "shared_buffers": "256MB", "max_wal_size": "4GB"},
+		ParentDeathSignal: syscall.SIGQUIT,
+	})
+	if err == nil {
+		err = c.Start(ctx)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return c.TCPURL(pgcluster.Superuser, "postgres"), func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = c.Stop(stopCtx)
+		_ = os.RemoveAll(dir)
+	}, nil
+}
+
+// freshDatabase creates database name (dropping an old one), migrates it
+// (with migrateBin's own `migrate` when given, so a baseline binary gets
+// its own schema), creates the partitions of the last and next month, and
+// returns its DSN.
+func freshDatabase(ctx context.Context, adminDSN, name, migrateBin string) (string, error) {
+	conn, err := pgx.Connect(ctx, adminDSN)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", err
+	}
+	cfg := conn.Config()
+	dsn := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+	if migrateBin != "" {
+		cmd := exec.Command(migrateBin, "migrate")
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LOG_LEVEL=warn")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("%s migrate: %w\n%s", migrateBin, err, out)
+		}
+	} else if _, err := migrate.Up(ctx, dsn, migrations.OpLog, nil); err != nil {
+		return "", err
+	}
+	if err := createPartitions(ctx, dsn, time.Now().AddDate(0, -1, 0), time.Now().AddDate(0, 1, 0)); err != nil {
+		return "", err
+	}
+	return dsn, nil
+}
+
+// createPartitions creates the monthly partitions from from to to.
+func createPartitions(ctx context.Context, dsn string, from, to time.Time) error {
+	for m := time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC); !m.After(to); m = m.AddDate(0, 1, 0) {
+		stmt := fmt.Sprintf(`CREATE TABLE IF NOT EXISTS oplog.operation_logs_p%04d%02d PARTITION OF oplog.operation_logs FOR VALUES FROM ('%s') TO ('%s')`,
+			m.Year(), m.Month(), m.Format(time.RFC3339), m.AddDate(0, 1, 0).Format(time.RFC3339))
+		if _, err := execOn(ctx, dsn, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func execOn(ctx context.Context, dsn, sql string) (int64, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	tag, err := conn.Exec(ctx, sql)
+	return tag.RowsAffected(), err
+}
+
+func countRows(ctx context.Context, dsn string) (int64, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var n int64
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM oplog.operation_logs`).Scan(&n)
+	return n, err
+}
+
+var errorTypes = []string{"TIMEOUT", "SELECTOR_NOT_FOUND", "AUTH_REQUIRED", "RATE_LIMIT"}
+
+// entries is a pool of varied entries, made once, that the load cycles
+// through: generating each row anew would bill the generator's own string
+// formatting to the system under test.
+var entries = func() []oplogclient.Entry {
+	rng := rand.New(rand.NewPCG(1, 1))
+	out := make([]oplogclient.Entry, 10000)
+	for i := range out {
+		out[i] = entry(rng)
+	}
+	return out
+}()
+
+// entry is the shape of row both paths write: a typical worker log with a
+// small payload.
+func entry(rng *rand.Rand) oplogclient.Entry {
+	e := oplogclient.Entry{
+		UserID:            "0193a0c2-0000-7000-8000-" + fmt.Sprintf("%012d", rng.IntN(5000)),
+		PlatformAccountID: "acct-" + strconv.Itoa(rng.IntN(5000)),
+		OperationType:     oplogv1.OperationType(1 + rng.IntN(7)),
+		ResourceID:        "shop-" + strconv.Itoa(rng.IntN(20000)),
+		Outcome:           commonv1.Outcome_OUTCOME_SUCCESS,
+		ExecutionTime:     time.Duration(50+rng.IntN(3000)) * time.Millisecond,
+		ProxyUsed:         "proxy-" + strconv.Itoa(rng.IntN(40)),
+		UserAgent:         "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0",
+		RequestPayload:    map[string]any{"page": float64(rng.IntN(50)), "sort": "newest"},
+	}
+	if rng.IntN(10) == 0 {
+		e.Outcome = commonv1.Outcome_OUTCOME_FAILED
+		e.ErrorType = errorTypes[rng.IntN(len(errorTypes))]
+		e.ErrorMessage = "operation failed: " + e.ErrorType
+	}
+	return e
+}
+
+func copyRun(ctx context.Context, adminDSN, name string, d time.Duration) (float64, error) {
+	dsn, err := freshDatabase(ctx, adminDSN, name, "")
+	if err != nil {
+		return 0, err
+	}
+	rate, err := rawCopy(ctx, dsn, d)
+	if err != nil {
+		return 0, fmt.Errorf("raw copy: %w", err)
+	}
+	return rate, nil
+}
+
+// payloadJSON is the stored form of the entries' payloads.
+var payloadJSON = func() map[float64][]byte {
+	m := map[float64][]byte{}
+	for p := 0; p < 50; p++ {
+		m[float64(p)] = []byte(fmt.Sprintf(`{"page":%d,"sort":"newest"}`, p))
+	}
+	return m
+}()
+
+// rawCopy COPYs rows of the same shape straight into the table for d.
+func rawCopy(ctx context.Context, dsn string, d time.Duration) (float64, error) {
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	cols := []string{"id", "create_time", "user_id", "platform_account_id", "operation_type", "resource_id", "outcome",
+		"error_type", "error_message", "execution_time_ms", "retry_count", "proxy_used", "user_agent", "request_payload"}
+	const batch, writers = 5000, 2
+	start := time.Now()
+	deadline := start.Add(d)
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
+			for time.Now().Before(deadline) {
+				rows := make([][]any, batch)
+				for i := range rows {
+					e := entries[rng.IntN(len(entries))]
+					id, _ := uuid.NewV7()
+					var errType, errMsg any
+					if e.ErrorType != "" {
+						errType, errMsg = e.ErrorType, e.ErrorMessage
+					}
+					rows[i] = []any{[16]byte(id), time.Now(), [16]byte(uuid.MustParse(e.UserID)), e.PlatformAccountID, int16(e.OperationType),
+						e.ResourceID, int16(e.Outcome), errType, errMsg, e.ExecutionTime.Milliseconds(), int32(0), e.ProxyUsed, e.UserAgent,
+						payloadJSON[e.RequestPayload["page"].(float64)]}
+				}
+				if _, err := pool.CopyFrom(ctx, pgx.Identifier{"oplog", "operation_logs"}, cols, pgx.CopyFromRows(rows)); err != nil {
+					errs <- err
+					return
+				}
+				total.Add(batch)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(total.Load()) / time.Since(start).Seconds(), nil
+}
+
+type server struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startServer(bin, dsn string) (*server, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LISTEN_ADDR="+addr, "METRICS_ADDR="+metrics, "LOG_LEVEL=warn", "DB_MAX_CONNS=8")
+	if os.Getenv("OPLOGBENCH_VERBOSE") != "" {
+		fmt.Println("server metrics and pprof on", metrics)
+	}
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s (run `make build` first): %w", bin, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			_ = c.Close()
+			return &server{cmd: cmd, addr: addr}, nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			return nil, errors.New("server did not start listening")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// peakRSS is the server's high-water resident set size, in bytes.
+func (s *server) peakRSS() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.cmd.Wait()
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+type loadResult struct {
+	rate, p50, p99                          float64
+	acked, dropped, failed, retries, stored int64
+	rss                                     int64
+}
+
+// sdkLoad runs clients SDK clients, each fed by two goroutines that keep
+// its buffer from overflowing (a worker fleet that logs as fast as the
+// service acknowledges), for d.
+func sdkLoad(addr string, clients int, d time.Duration) (loadResult, error) {
+	var mu sync.Mutex
+	var latencies []time.Duration
+	onFlush := oplogclient.OnFlush(func(r oplogclient.FlushResult) {
+		mu.Lock()
+		latencies = append(latencies, r.Latency)
+		mu.Unlock()
+	})
+	var all []*oplogclient.Client
+	var conns []*grpc.ClientConn
+	for i := 0; i < clients; i++ {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return loadResult{}, err
+		}
+		conns = append(conns, conn)
+		c, err := oplogclient.New(conn, onFlush, oplogclient.WithFlushers(4))
+		if err != nil {
+			return loadResult{}, err
+		}
+		all = append(all, c)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range all {
+		for g := 0; g < 2; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(rand.Uint64(), 2))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if c.Stats().InBuffer > 6000 {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					for i := 0; i < 100; i++ {
+						c.Log(context.Background(), entries[rng.IntN(len(entries))])
+					}
+				}
+			}()
+		}
+	}
+	// Warm up, then measure acknowledgements over d.
+	time.Sleep(2 * time.Second)
+	ackedAt := func() int64 {
+		var n int64
+		for _, c := range all {
+			n += c.Stats().Acknowledged
+		}
+		return n
+	}
+	mu.Lock()
+	latencies = latencies[:0]
+	mu.Unlock()
+	before, start := ackedAt(), time.Now()
+	time.Sleep(d)
+	after, elapsed := ackedAt(), time.Since(start)
+	close(stop)
+	wg.Wait()
+
+	res := loadResult{rate: float64(after-before) / elapsed.Seconds()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range all {
+		if err := c.Close(ctx); err != nil {
+			return res, err
+		}
+		st := c.Stats()
+		res.acked += st.Acknowledged
+		res.dropped += st.Dropped
+		res.failed += st.Failed
+		res.retries += st.Retries
+	}
+	for _, conn := range conns {
+		_ = conn.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(latencies)
+	if n := len(latencies); n > 0 {
+		res.p50 = float64(latencies[n/2].Microseconds()) / 1000
+		res.p99 = float64(latencies[n*99/100].Microseconds()) / 1000
+	}
+	return res, nil
+}
+
+// concurrentStreams keeps n Ingest streams open at once for d, each
+// sending one message of 100 rows and waiting for its acknowledgement,
+// spread over 50 connections, and returns the rows/s achieved.
+func concurrentStreams(addr string, n int, d time.Duration) (float64, error) {
+	var conns []*grpc.ClientConn
+	for i := 0; i < 50; i++ {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close()
+		conns = append(conns, conn)
+	}
+	var rows atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := oplogv1.NewOpLogServiceClient(conns[i%len(conns)])
+			rng := rand.New(rand.NewPCG(uint64(i), 3))
+			for time.Now().Before(deadline) {
+				logs := make([]*oplogv1.OperationLog, 100)
+				for j := range logs {
+					e := entries[rng.IntN(len(entries))]
+					id, _ := uuid.NewV7()
+					logs[j] = &oplogv1.OperationLog{
+						Id: id.String(), UserId: e.UserID, PlatformAccountId: e.PlatformAccountID,
+						OperationType: e.OperationType, ResourceId: e.ResourceID, Outcome: e.Outcome,
+						ProxyUsed: e.ProxyUsed, UserAgent: e.UserAgent, CreateTime: timestamppb.Now(),
+					}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				stream, err := client.Ingest(ctx)
+				if err == nil {
+					err = stream.Send(&oplogv1.IngestRequest{Logs: logs})
+				}
+				var resp *oplogv1.IngestResponse
+				if err == nil {
+					resp, err = stream.CloseAndRecv()
+				}
+				cancel()
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					time.Sleep(100 * time.Millisecond) // back off like the SDK
+					continue
+				}
+				rows.Add(resp.GetAccepted())
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		fmt.Printf("                             (some streams were told to back off: %v)\n", err)
+	}
+	return float64(rows.Load()) / time.Since(start).Seconds(), nil
+}

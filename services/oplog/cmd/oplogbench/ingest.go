@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+func runIngest(serverBin, baselineBin string, clients int, duration time.Duration, streams int) error {
+	ctx := context.Background()
+	dsn, stopDB, err := database(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+
+	fmt.Printf("oplogbench: %d clients, %s runs, on %d CPUs\n\n", clients, duration, cpus())
+
+	// The baseline runs before and after the end-to-end run, on fresh
+	// databases, and the figures are averaged: disk and neighbours on a
+	// shared VM move it by tens of percent between minutes.
+	copyBefore, err := copyRun(ctx, dsn, "bench_copy1", duration)
+	if err != nil {
+		return err
+	}
+
+	res, err := endToEnd(ctx, dsn, "bench_e2e", serverBin, serverBin, clients, duration)
+	if err != nil {
+		return err
+	}
+	// The baseline build twice: on its own schema, and on this build's
+	// (same indexes, but no roll-ups written): the difference between the
+	// latter and this build is what maintaining the roll-ups costs.
+	var base, baseHere loadResult
+	if baselineBin != "" {
+		if base, err = endToEnd(ctx, dsn, "bench_e2e_baseline", baselineBin, baselineBin, clients, duration); err != nil {
+			return err
+		}
+		if baseHere, err = endToEnd(ctx, dsn, "bench_e2e_baseline_here", baselineBin, "", clients, duration); err != nil {
+			return err
+		}
+	}
+	copyAfter, err := copyRun(ctx, dsn, "bench_copy2", duration)
+	if err != nil {
+		return err
+	}
+	copyRate := (copyBefore + copyAfter) / 2
+	fmt.Printf("raw pgx COPY                 %9.0f rows/s   (before %.0f, after %.0f; 2 writers, batches of 5000)\n", copyRate, copyBefore, copyAfter)
+	res.print("SDK → server → Postgres", copyRate)
+	if baselineBin != "" {
+		base.print("baseline build, its schema", copyRate)
+		baseHere.print("baseline build, this schema", copyRate)
+		fmt.Printf("                             this build: %.0f%% of the baseline's rate; with this schema's indexes the baseline\n"+
+			"                             reaches %.0f%%, so writing the roll-ups costs %.0f%% of it\n",
+			100*res.rate/base.rate, 100*baseHere.rate/base.rate, 100*(baseHere.rate-res.rate)/baseHere.rate)
+	}
+
+	streamsDSN, err := freshDatabase(ctx, dsn, "bench_streams", serverBin)
+	if err != nil {
+		return err
+	}
+	srv, err := startServer(serverBin, streamsDSN)
+	if err != nil {
+		return err
+	}
+	rows, sErr := concurrentStreams(srv.addr, streams, duration/2)
+	rss := srv.peakRSS()
+	srv.stop()
+	if sErr != nil {
+		return fmt.Errorf("concurrent streams: %w", sErr)
+	}
+	fmt.Printf("%d concurrent streams       %9.0f rows/s, server peak RSS %d MiB\n", streams, rows, rss>>20)
+	return nil
+}
+
+// endToEnd runs the SDK load against a fresh server process of bin on a
+// fresh database migrated by migrateBin ("" for this build's migrations).
+func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, clients int, d time.Duration) (loadResult, error) {
+	dsn, err := freshDatabase(ctx, adminDSN, name, migrateBin)
+	if err != nil {
+		return loadResult{}, err
+	}
+	srv, err := startServer(bin, dsn)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer srv.stop()
+	res, err := sdkLoad(srv.addr, clients, d)
+	if err != nil {
+		return res, fmt.Errorf("sdk load: %w", err)
+	}
+	if res.stored, err = countRows(ctx, dsn); err != nil {
+		return res, err
+	}
+	res.rss = srv.peakRSS()
+	return res, nil
+}
+
+func (r loadResult) print(label string, copyRate float64) {
+	fmt.Printf("%-28s %9.0f events/s (%.0f%% of raw COPY), ack p50 %.1f ms, p99 %.1f ms, server peak RSS %d MiB\n",
+		label, r.rate, 100*r.rate/copyRate, r.p50, r.p99, r.rss>>20)
+	fmt.Printf("                             %d acknowledged = %d stored; %d dropped, %d failed, %d retries\n",
+		r.acked, r.stored, r.dropped, r.failed, r.retries)
+}

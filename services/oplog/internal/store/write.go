@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Store is all of OpLogService's SQL.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Store on pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// WriteRows stores rows and, in the same transaction, adds the rows that
+// were new to the roll-ups. The fast path COPYs them into the table; when
+// some were stored already (a retry) the COPY fails on the primary key,
+// and the batch goes again through a staging table with INSERT ... ON
+// CONFLICT DO NOTHING, which says which rows were new. It returns nil when
+// every row was new, else the keys of the rows inserted.
+func (s *Store) WriteRows(ctx context.Context, rows []*Row) (map[Key]int, error) {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := copyRows(ctx, tx, "oplog.operation_logs", rows); err != nil {
+			return err
+		}
+		return addToRollups(ctx, tx, rows)
+	})
+	if err == nil {
+		return nil, nil
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "40P01") {
+		return nil, err
+	}
+	var inserted map[Key]int
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		inserted = map[Key]int{}
+		if _, err := tx.Exec(ctx, createStaging); err != nil {
+			return err
+		}
+		if _, err := copyRows(ctx, tx, "operation_logs_staging", rows); err != nil {
+			return err
+		}
+		res, err := tx.Query(ctx, insertFromStaging)
+		if err != nil {
+			return err
+		}
+		for res.Next() {
+			var k Key
+			var t time.Time
+			if err := res.Scan(&k.ID, &t); err != nil {
+				res.Close()
+				return err
+			}
+			k.Time = t.UnixMicro()
+			inserted[k]++
+		}
+		res.Close()
+		if err := res.Err(); err != nil {
+			return err
+		}
+		return addToRollups(ctx, tx, newRows(rows, inserted))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("idempotent insert: %w", err)
+	}
+	return inserted, nil
+}
+
+// newRows picks, for each inserted key, one row carrying it.
+func newRows(rows []*Row, inserted map[Key]int) []*Row {
+	left := make(map[Key]int, len(inserted))
+	for k, n := range inserted {
+		left[k] = n
+	}
+	var out []*Row
+	for _, r := range rows {
+		if k := r.Key(); left[k] > 0 {
+			left[k]--
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// A session-lifetime temporary table, emptied at every commit.
+const createStaging = `
+CREATE TEMP TABLE IF NOT EXISTS operation_logs_staging
+	(LIKE oplog.operation_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`
+
+// insertFromStaging inserts in key order, so two batches holding the same
+// rows wait for each other instead of deadlocking; a row repeated inside
+// the batch is inserted once.
+const insertFromStaging = `
+INSERT INTO oplog.operation_logs SELECT * FROM operation_logs_staging ORDER BY id, create_time
+ON CONFLICT (id, create_time) DO NOTHING
+RETURNING id, create_time`
