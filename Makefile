@@ -38,7 +38,7 @@ GEN_TOOLS := $(BUF_STAMP) $(PROTOC_GEN_GO_STAMP) $(PROTOC_GEN_GO_GRPC_STAMP)
 
 .PHONY: help
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
 
 .PHONY: tools
 tools: $(GEN_TOOLS) $(GRPCURL_STAMP) ## install pinned tools into .tools/bin
@@ -62,11 +62,27 @@ lint: $(GEN_TOOLS) ## buf lint and breaking, gofmt, go vet, generated code in sy
 		diff -r -x go.mod -x go.sum "$$tmp/gen" gen | head -40; exit 1; fi
 	@echo "lint ok"
 
+# Prometheus config, alert rules and their unit tests (see
+# deploy/observability; the dashboard is checked by the devstack test, which
+# also checks every metric the rules and the dashboard use is exported).
+# promtool comes from the machine: Debian's prometheus package provides it,
+# and .ci/run installs it when missing.
+OBSERVABILITY := deploy/observability
+PROMTOOL ?= promtool
+.PHONY: check-observability
+check-observability: ## promtool checks of deploy/observability and the alerts' unit tests
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { \
+		echo "promtool not found: apt-get install -y prometheus (Debian) provides it" >&2; exit 1; }
+	$(PROMTOOL) check config $(OBSERVABILITY)/prometheus.yml
+	$(PROMTOOL) check rules $(OBSERVABILITY)/alerts.yml
+	$(PROMTOOL) test rules $(OBSERVABILITY)/alerts_test.yml
+	@echo "observability ok"
+
 # Tests of all modules in one `go test` invocation so packages run in parallel.
 # Each test binary starts its own throwaway Postgres cluster (see
 # services/kit/pgtest); set DATABASE_URL to use your own server instead.
 .PHONY: test
-test: lint ## lint, then every module's tests with -race
+test: lint check-observability ## lint, observability checks, then every module's tests with -race
 	go test -race -count=1 -timeout 15m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 # Benchmarks: each prints ns/op and its own figures (ops/s, p50/p99). One

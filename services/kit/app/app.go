@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
@@ -26,6 +27,7 @@ import (
 	"github.com/platforma/platforma/services/kit/logging"
 	"github.com/platforma/platforma/services/kit/migrate"
 	"github.com/platforma/platforma/services/kit/server"
+	"github.com/platforma/platforma/services/kit/telemetry"
 )
 
 // Service describes one binary.
@@ -145,6 +147,20 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 	}
 	logger = logger.With("service", svc.Name)
 
+	shutdownTracing, err := telemetry.Setup(ctx, svc.Name, env.Getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// A fresh context: ctx is done by now. Spans still buffered get a
+		// few seconds to reach the collector.
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(flushCtx); err != nil {
+			logger.Warn("flushing traces on shutdown", "error", err)
+		}
+	}()
+
 	pool, err := db.NewPool(ctx, db.PoolConfig{
 		URL:             cfg.DatabaseURL,
 		ApplicationName: svc.Name,
@@ -163,9 +179,14 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 		HealthInterval:  cfg.HealthInterval,
 		MaxRecvMsgSize:  cfg.MaxRecvMsgBytes,
 	}, server.Options{
-		Logger:      logger,
-		Database:    pool,
-		Register:    func(r server.Registrar) error { return svc.Register(r, pool) },
+		Logger:   logger,
+		Database: pool,
+		Register: func(r server.Registrar) error {
+			if err := r.Metrics.Register(db.NewPoolCollector(pool)); err != nil {
+				return fmt.Errorf("register pool metrics: %w", err)
+			}
+			return svc.Register(r, pool)
+		},
 		GRPCOptions: svc.GRPCOptions,
 	})
 	if err != nil {

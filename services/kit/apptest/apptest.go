@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +35,13 @@ type Service struct {
 	Addr, MetricsAddr string
 	// DatabaseURL is its database.
 	DatabaseURL string
+
+	name string
+	logs *syncBuffer
+	stop func()
+	exit chan int
+	once sync.Once
+	t    testing.TB
 }
 
 // Start migrates a fresh database with svc's `migrate` command, starts
@@ -44,49 +53,45 @@ func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	env := map[string]string{"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
-	getenv := func(k string) string { return env[k] }
 	var logs syncBuffer
-
-	if code := app.Run(context.Background(), svc, app.Env{Args: []string{"migrate"}, Getenv: getenv, Stderr: &logs}); code != 0 {
+	if code := app.Run(context.Background(), svc, app.Env{Args: []string{"migrate"}, Getenv: func(k string) string { return env[k] }, Stderr: &logs}); code != 0 {
 		t.Fatalf("%s migrate exited %d:\n%s", svc.Name, code, logs.String())
 	}
 	assertMigrated(t, dsn, svc.Migrations.Schema)
+	return Run(t, svc, dsn, grpcService, flags...)
+}
 
+// Run starts `serve` on an already migrated database, as Start does: a
+// second replica, or the same service again after a Stop.
+func Run(t *testing.T, svc app.Service, dsn, grpcService string, flags ...string) *Service {
+	t.Helper()
+	env := map[string]string{"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
+	s := &Service{DatabaseURL: dsn, name: svc.Name, logs: &syncBuffer{}, exit: make(chan int, 1), t: t}
 	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
 	ready := make(chan *server.Server, 1)
-	exit := make(chan int, 1)
 	go func() {
-		exit <- app.Run(ctx, svc, app.Env{
+		s.exit <- app.Run(ctx, svc, app.Env{
 			Args:   append([]string{"serve", "-listen-addr=127.0.0.1:0", "-metrics-addr=127.0.0.1:0", "-health-interval=50ms"}, flags...),
-			Getenv: getenv,
-			Stderr: &logs,
+			Getenv: func(k string) string { return env[k] },
+			Stderr: s.logs,
 			Ready:  func(s *server.Server) { ready <- s },
 		})
 	}()
 	var srv *server.Server
 	select {
 	case srv = <-ready:
-	case code := <-exit:
+	case code := <-s.exit:
 		stop()
-		t.Fatalf("%s serve exited %d before listening:\n%s", svc.Name, code, logs.String())
+		t.Fatalf("%s serve exited %d before listening:\n%s", svc.Name, code, s.logs.String())
 	}
 	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		stop()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		stop()
-		select {
-		case code := <-exit:
-			if code != 0 {
-				t.Errorf("%s serve exited %d after SIGTERM:\n%s", svc.Name, code, logs.String())
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("%s serve did not stop within 30s", svc.Name)
-		}
-	})
+	s.Conn, s.Addr, s.MetricsAddr = conn, srv.Addr(), srv.MetricsAddr()
+	t.Cleanup(s.Stop)
 
 	health := healthgrpc.NewHealthClient(conn)
 	deadline := time.Now().Add(20 * time.Second)
@@ -96,12 +101,32 @@ func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never SERVING (last: %v %v):\n%s", grpcService, resp.GetStatus(), err, logs.String())
+			t.Fatalf("%s never SERVING (last: %v %v):\n%s", grpcService, resp.GetStatus(), err, s.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &Service{Conn: conn, Addr: srv.Addr(), MetricsAddr: srv.MetricsAddr(), DatabaseURL: dsn}
+	return s
 }
+
+// Stop shuts the service down as SIGTERM would and checks it exits 0.
+// Later calls do nothing.
+func (s *Service) Stop() {
+	s.once.Do(func() {
+		_ = s.Conn.Close()
+		s.stop()
+		select {
+		case code := <-s.exit:
+			if code != 0 {
+				s.t.Errorf("%s serve exited %d after SIGTERM:\n%s", s.name, code, s.logs.String())
+			}
+		case <-time.After(30 * time.Second):
+			s.t.Errorf("%s serve did not stop within 30s", s.name)
+		}
+	})
+}
+
+// Logs is what the service has logged so far.
+func (s *Service) Logs() string { return s.logs.String() }
 
 // Serve runs a kit server with the real interceptor chain on a free
 // port, with the services register adds (and their own server options),
@@ -203,6 +228,18 @@ func Scrape(t *testing.T, metricsAddr string) string {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
 	return string(body)
+}
+
+// MetricValue returns the value of one series in a /metrics page, given
+// as it appears there (name{labels...}), and whether it is present.
+func MetricValue(page, series string) (float64, bool) {
+	for _, line := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // syncBuffer is a bytes.Buffer safe for the server's concurrent writes.

@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -102,6 +104,7 @@ type options struct {
 	onFlush                         func(FlushResult)
 	now                             func() time.Time
 	callOptions                     []grpc.CallOption
+	tracer                          trace.Tracer
 }
 
 // WithBufferSize bounds the entries held in memory (default 10,000).
@@ -141,6 +144,24 @@ func WithCallOptions(opts ...grpc.CallOption) Option {
 	return func(o *options) { o.callOptions = append(o.callOptions, opts...) }
 }
 
+// WithTracerProvider sets where flush spans go (default: the global
+// provider, otel.GetTracerProvider()).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracer = tp.Tracer(instrumentationName) }
+}
+
+const instrumentationName = "github.com/platforma/platforma/services/oplog/oplogclient"
+
+// Dial opens a connection to OpLogService at target with OpenTelemetry's
+// gRPC client instrumentation, so that each flush's trace continues into
+// the server. opts come after it; they must include transport
+// credentials, e.g. grpc.WithTransportCredentials(insecure.NewCredentials()).
+// A connection made otherwise works too, without the server-side spans
+// joining the workers' traces.
+func Dial(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient(target, append([]grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}, opts...)...)
+}
+
 // withClock replaces time.Now, for tests.
 func withClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
@@ -170,8 +191,10 @@ type Client struct {
 
 // record is a buffered entry, stamped by Log.
 type record struct {
-	id       [16]byte
-	traceID  [16]byte
+	id [16]byte
+	// span is the context's span when Log was called: the row keeps its
+	// trace and span ids, and the flush that sends it links to it.
+	span     trace.SpanContext
 	at       time.Time
 	entry    Entry
 	request  []byte // encoded google.protobuf.Struct, nil for none
@@ -184,6 +207,7 @@ func New(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
 		bufferSize: 10000, flushSize: 500, flushers: 2, flushInterval: time.Second,
 		initialBackoff: 100 * time.Millisecond, maxBackoff: 10 * time.Second,
 		attemptTimeout: 30 * time.Second, keys: redact.Default(), now: time.Now,
+		tracer: otel.GetTracerProvider().Tracer(instrumentationName),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -226,10 +250,7 @@ func (c *Client) Log(ctx context.Context, e Entry) {
 	if at.IsZero() {
 		at = c.opts.now()
 	}
-	var traceID [16]byte
-	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
-		traceID = sc.TraceID()
-	}
+	span := trace.SpanContextFromContext(ctx)
 	var req, resp []byte
 	if e.RequestPayload != nil {
 		req = encodePayload(e.RequestPayload, c.opts.keys)
@@ -254,7 +275,7 @@ func (c *Client) Log(ctx context.Context, e Entry) {
 	}
 	slot := &c.ring[(c.head+c.n)%len(c.ring)]
 	slot.id = c.newID(at)
-	slot.traceID, slot.at, slot.entry, slot.request, slot.response = traceID, at, e, req, resp
+	slot.span, slot.at, slot.entry, slot.request, slot.response = span, at, e, req, resp
 	c.n++
 	full := c.n >= c.opts.flushSize
 	c.mu.Unlock()

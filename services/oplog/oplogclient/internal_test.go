@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -137,9 +138,11 @@ func decodeStruct(t *testing.T, b []byte) map[string]any {
 func TestAppendLogIsStandardProtobuf(t *testing.T) {
 	code := int32(-3)
 	r := record{
-		id:      [16]byte{0x01, 0x93, 0xa0, 0xc2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xaa},
-		traceID: [16]byte{0x4b, 0xf9},
-		at:      time.Date(2026, 11, 21, 12, 0, 0, 123456789, time.UTC),
+		id: [16]byte{0x01, 0x93, 0xa0, 0xc2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xaa},
+		span: trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{0x4b, 0xf9}, SpanID: trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+		}),
+		at: time.Date(2026, 11, 21, 12, 0, 0, 123456789, time.UTC),
 		entry: Entry{
 			UserID: "0193a0c2-0000-7000-8000-0000000000bb", PlatformAccountID: "acct\n1", OperationType: oplogv1.OperationType_OPERATION_TYPE_ADD_REPLY,
 			ResourceID: "r", Outcome: commonv1.Outcome_OUTCOME_FAILED, ErrorCode: &code, ErrorType: "TIMEOUT", ErrorMessage: "m",
@@ -157,6 +160,7 @@ func TestAppendLogIsStandardProtobuf(t *testing.T) {
 		AuthTypeDetected: commonv1.AuthType_AUTH_TYPE_NORMAL, SessionRefreshed: true, ProxyUsed: "p", UserAgent: "ua",
 		RequestPayload: &structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewNumberValue(1)}},
 		TraceId:        "4bf90000000000000000000000000000",
+		SpanId:         "00f067aa0ba902b7",
 		CreateTime:     timestamppb.New(r.at),
 	}
 	assert.True(t, proto.Equal(want, &got), "got %v", &got)

@@ -9,6 +9,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -48,11 +51,15 @@ func (c *Client) send(batch []record) {
 		msg = appendLog(msg, &batch[i])
 		msg = endNested(msg, at)
 	}
+	ctx, span := c.startFlushSpan(batch)
+	defer span.End()
 	start := time.Now()
 	backoff := c.opts.initialBackoff
 	for attempt := 1; ; attempt++ {
-		resp, err := c.ingest(msg)
+		resp, err := c.ingest(ctx, msg)
 		if err == nil {
+			span.SetAttributes(attribute.Int("oplog.attempts", attempt), attribute.Int64("oplog.accepted", resp.GetAccepted()),
+				attribute.Int64("oplog.duplicates", resp.GetDuplicates()), attribute.Int("oplog.rejected", len(resp.GetRejected())))
 			c.acknowledged.Add(resp.GetAccepted() + resp.GetDuplicates())
 			c.duplicates.Add(resp.GetDuplicates())
 			c.rejected.Add(int64(len(resp.GetRejected())))
@@ -76,6 +83,7 @@ func (c *Client) send(batch []record) {
 		code := status.Code(err)
 		if !transient(code) && (!maybeTransient(code) || attempt >= maxInternalAttempts) {
 			c.failed.Add(int64(len(batch)))
+			span.SetStatus(otelcodes.Error, "gave up: "+code.String())
 			return
 		}
 		wait := jitter(backoff)
@@ -88,15 +96,42 @@ func (c *Client) send(batch []record) {
 			c.retries.Add(1)
 		case <-c.stopping.Done():
 			c.failed.Add(int64(len(batch)))
+			span.SetStatus(otelcodes.Error, "closed before delivery")
 			return
 		}
 	}
 }
 
+// maxFlushLinks bounds a flush span's links (the OpenTelemetry SDK keeps
+// 128 by default).
+const maxFlushLinks = 127
+
+// startFlushSpan starts the span of one flush: in the trace of its first
+// entry's operation (so a worker's trace shows its log being delivered
+// and stored), linked to the operations of the others.
+func (c *Client) startFlushSpan(batch []record) (context.Context, trace.Span) {
+	parent := c.stopping
+	if batch[0].span.IsValid() {
+		parent = trace.ContextWithSpanContext(parent, batch[0].span)
+	}
+	var links []trace.Link
+	seen := map[trace.SpanID]bool{batch[0].span.SpanID(): true}
+	for i := 1; i < len(batch) && len(links) < maxFlushLinks; i++ {
+		if sc := batch[i].span; sc.IsValid() && !seen[sc.SpanID()] {
+			seen[sc.SpanID()] = true
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return c.opts.tracer.Start(parent, "oplogclient.flush",
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("oplog.rows", len(batch))))
+}
+
 // ingest sends one encoded IngestRequest over a stream and waits for the
-// acknowledgement.
-func (c *Client) ingest(msg []byte) (*oplogv1.IngestResponse, error) {
-	ctx, cancel := context.WithTimeout(c.stopping, c.opts.attemptTimeout)
+// acknowledgement. ctx carries the flush span and ends when Close gives up.
+func (c *Client) ingest(ctx context.Context, msg []byte) (*oplogv1.IngestResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
 	defer cancel()
 	opts := append([]grpc.CallOption{grpc.ForceCodecV2(wire.Codec{})}, c.opts.callOptions...)
 	stream, err := c.rpc.Ingest(ctx, opts...)
@@ -191,11 +226,19 @@ func appendLog(b []byte, r *record) []byte {
 	str(15, freeText(e.UserAgent, maxUserAgent))
 	message(16, r.request)
 	message(17, r.response)
-	if r.traceID != ([16]byte{}) {
+	if r.span.HasTraceID() {
 		var t [32]byte
-		hex.Encode(t[:], r.traceID[:])
+		id := r.span.TraceID()
+		hex.Encode(t[:], id[:])
 		b = protowire.AppendTag(b, 18, protowire.BytesType)
 		b = protowire.AppendBytes(b, t[:])
+		if r.span.HasSpanID() {
+			var s [16]byte
+			id := r.span.SpanID()
+			hex.Encode(s[:], id[:])
+			b = protowire.AppendTag(b, 20, protowire.BytesType)
+			b = protowire.AppendBytes(b, s[:])
+		}
 	}
 	var ts int
 	b, ts = beginNested(b, 19)

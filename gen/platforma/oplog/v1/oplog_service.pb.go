@@ -194,6 +194,10 @@ type OperationLog struct {
 	ResponseSummary *structpb.Struct `protobuf:"bytes,17,opt,name=response_summary,json=responseSummary,proto3" json:"response_summary,omitempty"`
 	// W3C trace id (32 hex characters) of the operation's trace, if any.
 	TraceId string `protobuf:"bytes,18,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// W3C span id (16 hex characters) of the span that performed the
+	// operation, if any; needs trace_id. Spans of other services that act on
+	// the row (the login relay) link to it.
+	SpanId string `protobuf:"bytes,20,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
 	// Required. When the operation happened; decides the row's partition.
 	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -352,6 +356,13 @@ func (x *OperationLog) GetResponseSummary() *structpb.Struct {
 func (x *OperationLog) GetTraceId() string {
 	if x != nil {
 		return x.TraceId
+	}
+	return ""
+}
+
+func (x *OperationLog) GetSpanId() string {
+	if x != nil {
+		return x.SpanId
 	}
 	return ""
 }
@@ -1447,7 +1458,7 @@ var File_platforma_oplog_v1_oplog_service_proto protoreflect.FileDescriptor
 
 const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\n" +
-	"&platforma/oplog/v1/oplog_service.proto\x12\x12platforma.oplog.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a platforma/common/v1/common.proto\"\xff\x06\n" +
+	"&platforma/oplog/v1/oplog_service.proto\x12\x12platforma.oplog.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a platforma/common/v1/common.proto\"\x98\a\n" +
 	"\fOperationLog\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12.\n" +
@@ -1473,7 +1484,8 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"user_agent\x18\x0f \x01(\tR\tuserAgent\x12@\n" +
 	"\x0frequest_payload\x18\x10 \x01(\v2\x17.google.protobuf.StructR\x0erequestPayload\x12B\n" +
 	"\x10response_summary\x18\x11 \x01(\v2\x17.google.protobuf.StructR\x0fresponseSummary\x12\x19\n" +
-	"\btrace_id\x18\x12 \x01(\tR\atraceId\x12;\n" +
+	"\btrace_id\x18\x12 \x01(\tR\atraceId\x12\x17\n" +
+	"\aspan_id\x18\x14 \x01(\tR\x06spanId\x12;\n" +
 	"\vcreate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTimeB\r\n" +
 	"\v_error_codeB\x14\n" +

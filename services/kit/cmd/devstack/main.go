@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,14 +37,35 @@ import (
 type service struct {
 	name        string // binary, schema and role name
 	grpcService string
-	addr        string
-	metricsAddr string
+	// port and metricsPort are where it listens (on every interface, as
+	// the binaries do by default); addr and metricsAddr are how to reach
+	// them from this machine.
+	port, metricsPort int
+	addr, metricsAddr string
+	// env is the service's own environment, unless already set.
+	env []string
 }
 
-var services = []service{
-	{"profile", "platforma.profile.v1.ProfileService", "localhost:50051", "localhost:9451"},
-	{"reviewmeta", "platforma.reviewmeta.v1.ReviewMetadataService", "localhost:50052", "localhost:9452"},
-	{"oplog", "platforma.oplog.v1.OpLogService", "localhost:50053", "localhost:9453"},
+// ports are the gRPC and metrics ports of profile, reviewmeta and oplog.
+type ports struct{ grpc, metrics [3]int }
+
+// defaultPorts are the ones DESIGN.md and the README give.
+var defaultPorts = ports{grpc: [3]int{50051, 50052, 50053}, metrics: [3]int{9451, 9452, 9453}}
+
+// stackServices describes the three services on p.
+func stackServices(p ports) []service {
+	s := []service{
+		{name: "profile", grpcService: "platforma.profile.v1.ProfileService"},
+		{name: "reviewmeta", grpcService: "platforma.reviewmeta.v1.ReviewMetadataService"},
+		{name: "oplog", grpcService: "platforma.oplog.v1.OpLogService"},
+	}
+	for i := range s {
+		s[i].port, s[i].metricsPort = p.grpc[i], p.metrics[i]
+		s[i].addr, s[i].metricsAddr = fmt.Sprintf("localhost:%d", p.grpc[i]), fmt.Sprintf("localhost:%d", p.metrics[i])
+	}
+	// Login outcomes in the log reach the profiles.
+	s[2].env = []string{"PROFILE_ADDR=" + s[0].addr}
+	return s
 }
 
 const database = "platforma"
@@ -56,13 +78,13 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *binDir, *dataDir, *grpcurl); err != nil {
+	if err := run(ctx, stackServices(defaultPorts), *binDir, *dataDir, *grpcurl); err != nil {
 		fmt.Fprintln(os.Stderr, "devstack:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, binDir, dataDir, grpcurl string) error {
+func run(ctx context.Context, services []service, binDir, dataDir, grpcurl string) error {
 	dsns := map[string]string{}
 	dbDescription := "DATABASE_URL"
 	if url := os.Getenv("DATABASE_URL"); url != "" {
@@ -82,7 +104,7 @@ func run(ctx context.Context, binDir, dataDir, grpcurl string) error {
 				logf("stop postgres: %v", err)
 			}
 		}()
-		if err := bootstrap(ctx, cluster); err != nil {
+		if err := bootstrap(ctx, cluster, services); err != nil {
 			return err
 		}
 		for _, s := range services {
@@ -107,10 +129,10 @@ func run(ctx context.Context, binDir, dataDir, grpcurl string) error {
 		}
 		procs = append(procs, p)
 	}
-	if err := waitServing(ctx, exited); err != nil {
+	if err := waitServing(ctx, services, exited); err != nil {
 		return stoppedOr(ctx, err)
 	}
-	printBanner(grpcurl, dbDescription)
+	printBanner(services, grpcurl, dbDescription)
 
 	select {
 	case <-ctx.Done():
@@ -164,7 +186,7 @@ func startCluster(ctx context.Context, dataDir string) (*pgcluster.Cluster, erro
 
 // bootstrap creates the database and one login role per service, each
 // allowed to create its own schema. Idempotent.
-func bootstrap(ctx context.Context, cluster *pgcluster.Cluster) error {
+func bootstrap(ctx context.Context, cluster *pgcluster.Cluster, services []service) error {
 	conn, err := pgx.Connect(ctx, cluster.DSN("postgres"))
 	if err != nil {
 		return err
@@ -215,7 +237,15 @@ type process struct {
 
 func startService(binDir string, s service, dsn string, exited chan<- string) (*process, error) {
 	cmd := exec.Command(filepath.Join(binDir, s.name), "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LOG_FORMAT=text")
+	// The addresses are per service, so a LISTEN_ADDR in the caller's
+	// environment cannot put all three on one port.
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LOG_FORMAT=text",
+		fmt.Sprintf("LISTEN_ADDR=:%d", s.port), fmt.Sprintf("METRICS_ADDR=:%d", s.metricsPort))
+	for _, kv := range s.env {
+		if name, _, _ := strings.Cut(kv, "="); os.Getenv(name) == "" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	// Own process group: Ctrl-C reaches only devstack, which then stops
 	// each service with one SIGTERM (a second signal would cut it off).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -256,7 +286,7 @@ func logf(format string, args ...any) {
 }
 
 // waitServing waits until every service's health check answers SERVING.
-func waitServing(ctx context.Context, exited <-chan string) error {
+func waitServing(ctx context.Context, services []service, exited <-chan string) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for _, s := range services {
@@ -303,7 +333,7 @@ func stopAll(procs []*process) {
 	}
 }
 
-func printBanner(grpcurl, db string) {
+func printBanner(services []service, grpcurl, db string) {
 	stdoutMu.Lock()
 	defer stdoutMu.Unlock()
 	fmt.Printf("\nplatforma is up.\n\n")
@@ -314,12 +344,18 @@ func printBanner(grpcurl, db string) {
 	for _, s := range services {
 		fmt.Printf("  %s -plaintext %s list\n", grpcurl, s.addr)
 	}
-	fmt.Printf("  %s -plaintext -d '{\"service\":\"platforma.oplog.v1.OpLogService\"}' localhost:50053 grpc.health.v1.Health/Check\n", grpcurl)
-	fmt.Printf("  %s -plaintext localhost:50051 describe platforma.profile.v1.ProfileService\n", grpcurl)
-	fmt.Printf("  %s -plaintext -d '{\"grade\":\"STABILITY_GRADE_CRITICAL\"}' localhost:50051 platforma.profile.v1.ProfileService/ListProfiles\n", grpcurl)
-	fmt.Printf("  %s -plaintext localhost:50052 platforma.reviewmeta.v1.ReviewMetadataService/GetReplyStats\n", grpcurl)
-	fmt.Printf("  %s -plaintext -d '{\"since\":\"%s\",\"until\":\"%s\"}' localhost:50053 platforma.oplog.v1.OpLogService/GetOperationStats\n",
-		grpcurl, time.Now().UTC().Add(-24*time.Hour).Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
+	profile, reviewmeta, oplog := services[0].addr, services[1].addr, services[2].addr
+	fmt.Printf("  %s -plaintext -d '{\"service\":\"platforma.oplog.v1.OpLogService\"}' %s grpc.health.v1.Health/Check\n", grpcurl, oplog)
+	fmt.Printf("  %s -plaintext %s describe platforma.profile.v1.ProfileService\n", grpcurl, profile)
+	fmt.Printf("  %s -plaintext -d '{\"grade\":\"STABILITY_GRADE_CRITICAL\"}' %s platforma.profile.v1.ProfileService/ListProfiles\n", grpcurl, profile)
+	fmt.Printf("  %s -plaintext %s platforma.reviewmeta.v1.ReviewMetadataService/GetReplyStats\n", grpcurl, reviewmeta)
+	fmt.Printf("  %s -plaintext -d '{\"since\":\"%s\",\"until\":\"%s\"}' %s platforma.oplog.v1.OpLogService/GetOperationStats\n",
+		grpcurl, time.Now().UTC().Add(-24*time.Hour).Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339), oplog)
 	fmt.Printf("  (more in README.md)\n")
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		fmt.Printf("\nTraces are off: start with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 to send them to a collector (README.md).\n")
+	} else {
+		fmt.Printf("\nTraces go to the OTLP collector in OTEL_EXPORTER_OTLP_ENDPOINT.\n")
+	}
 	fmt.Printf("\nCtrl-C stops the services and the database.\n\n")
 }

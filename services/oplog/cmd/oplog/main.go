@@ -8,29 +8,8 @@ package main
 import (
 	"os"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
-	"github.com/platforma/platforma/services/kit/server"
-	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
+	"github.com/platforma/platforma/services/oplog"
 )
 
-var config oplogsvc.Config
-
-var service = app.Service{
-	Name:               "oplog",
-	DefaultListenAddr:  ":50053",
-	DefaultMetricsAddr: ":9453",
-	// Ingest messages are at most 1,000 rows; a smaller limit bounds what
-	// each receive slot can hold.
-	DefaultMaxRecvMsgBytes: 1 << 20,
-	Migrations:             migrations.OpLog,
-	Config:                 &config,
-	GRPCOptions:            oplogsvc.GRPCOptions(),
-	Register: func(r server.Registrar, pool *pgxpool.Pool) error {
-		return oplogsvc.Register(r, pool, config)
-	},
-}
-
-func main() { os.Exit(app.Main(service)) }
+func main() { os.Exit(app.Main(oplog.Service())) }

@@ -14,6 +14,7 @@ import (
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
+	"github.com/platforma/platforma/services/oplog"
 	"github.com/platforma/platforma/services/oplog/oplogclient"
 )
 
@@ -22,7 +23,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestBinaryMigratesAndIngests(t *testing.T) {
 	grpcService := oplogv1.OpLogService_ServiceDesc.ServiceName
-	s := apptest.Start(t, service, grpcService)
+	s := apptest.Start(t, oplog.Service(), grpcService)
 	assert.Contains(t, apptest.ListServices(t, s.Conn), grpcService, "reflection lists the service")
 	ctx := context.Background()
 
@@ -62,4 +63,60 @@ func TestBinaryMigratesAndIngests(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, st.GetStats(), 2)
 	assert.Equal(t, int64(10), st.GetStats()[0].GetTotal(), "CHECK_LOGIN comes first")
+}
+
+// The domain metrics count what was stored, once: retries are not counted
+// again, rejected rows are counted by the field at fault, and client-chosen
+// label values stop at their caps.
+func TestMetricsCountStoredOperationsOnce(t *testing.T) {
+	s := apptest.Start(t, oplog.Service(), oplogv1.OpLogService_ServiceDesc.ServiceName,
+		"-metrics-max-error-types=1", "-metrics-max-proxies=2")
+	client := oplogv1.NewOpLogServiceClient(s.Conn)
+	user, now := uuid.NewString(), timestamppb.Now()
+	log := func(op oplogv1.OperationType, outcome commonv1.Outcome, errorType, proxy string, ms int64, retries int32) *oplogv1.OperationLog {
+		return &oplogv1.OperationLog{
+			Id: uuid.NewString(), UserId: user, OperationType: op, Outcome: outcome, ErrorType: errorType,
+			ProxyUsed: proxy, ExecutionTimeMs: &ms, RetryCount: retries, CreateTime: now,
+		}
+	}
+	const reviews, reply = oplogv1.OperationType_OPERATION_TYPE_GET_REVIEWS, oplogv1.OperationType_OPERATION_TYPE_ADD_REPLY
+	const ok, failed = commonv1.Outcome_OUTCOME_SUCCESS, commonv1.Outcome_OUTCOME_FAILED
+	logs := []*oplogv1.OperationLog{
+		log(reviews, ok, "", "p1", 300, 2),
+		log(reviews, failed, "TIMEOUT", "p2", 7000, 0),
+		log(reply, failed, "AUTH_REQUIRED", "p3", 100, 0), // beyond both caps
+	}
+	bad := log(reviews, ok, "", "", 1, 0)
+	bad.UserId = "not-a-uuid"
+	for _, batch := range [][]*oplogv1.OperationLog{append(logs, bad), logs} { // then a retry
+		stream, err := client.Ingest(context.Background())
+		require.NoError(t, err)
+		require.NoError(t, stream.Send(&oplogv1.IngestRequest{Logs: batch}))
+		_, err = stream.CloseAndRecv()
+		require.NoError(t, err)
+	}
+
+	page := apptest.Scrape(t, s.MetricsAddr)
+	for series, want := range map[string]float64{
+		`platforma_operations_total{error_type="",operation_type="GET_REVIEWS",outcome="SUCCESS"}`:       1,
+		`platforma_operations_total{error_type="TIMEOUT",operation_type="GET_REVIEWS",outcome="FAILED"}`: 1,
+		`platforma_operations_total{error_type="other",operation_type="ADD_REPLY",outcome="FAILED"}`:     1,
+		`platforma_proxy_operations_total{outcome="SUCCESS",proxy="p1"}`:                                 1,
+		`platforma_proxy_operations_total{outcome="FAILED",proxy="p2"}`:                                  1,
+		`platforma_proxy_operations_total{outcome="FAILED",proxy="other"}`:                               1,
+		`platforma_operation_duration_seconds_count{operation_type="GET_REVIEWS"}`:                       2,
+		`platforma_operation_duration_seconds_bucket{operation_type="GET_REVIEWS",le="5"}`:               1,
+		`platforma_operation_retries_total{operation_type="GET_REVIEWS"}`:                                2,
+		`platforma_ingest_rows_total{reason="",result="accepted"}`:                                       3,
+		`platforma_ingest_rows_total{reason="",result="duplicate"}`:                                      3,
+		`platforma_ingest_rows_total{reason="user_id",result="rejected"}`:                                1,
+		`platforma_ingest_batch_rows_sum`:                                                                6,
+		`platforma_ingest_batch_failures_total`:                                                          0,
+	} {
+		got, found := apptest.MetricValue(page, series)
+		assert.True(t, found, "%s exported", series)
+		assert.Equal(t, want, got, series)
+	}
+	_, found := apptest.MetricValue(page, `platforma_proxy_operations_total{outcome="FAILED",proxy="p3"}`)
+	assert.False(t, found, "the third proxy is folded into other")
 }

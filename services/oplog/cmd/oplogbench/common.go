@@ -238,17 +238,25 @@ type server struct {
 	addr string
 }
 
-func startServer(bin, dsn string) (*server, error) {
+// startServer starts `bin serve` on free ports, with env added to its
+// environment, and waits until it listens.
+func startServer(bin, dsn string, env ...string) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
+	return startServerOn(addr, bin, dsn, env...)
+}
+
+// startServerOn is startServer on a given gRPC address.
+func startServerOn(addr, bin, dsn string, env ...string) (*server, error) {
 	metrics, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LISTEN_ADDR="+addr, "METRICS_ADDR="+metrics, "LOG_LEVEL=warn", "DB_MAX_CONNS=8")
+	cmd.Env = append(cmd.Env, env...)
 	if os.Getenv("OPLOGBENCH_VERBOSE") != "" {
 		fmt.Println("server metrics and pprof on", metrics)
 	}

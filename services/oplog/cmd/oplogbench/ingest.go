@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
-func runIngest(serverBin, baselineBin string, clients int, duration time.Duration, streams int) error {
+func runIngest(serverBin, baselineBin, profileBin string, clients int, duration time.Duration, streams int) error {
 	ctx := context.Background()
 	dsn, stopDB, err := database(ctx)
 	if err != nil {
@@ -50,9 +54,15 @@ func runIngest(serverBin, baselineBin string, clients int, duration time.Duratio
 	if baselineBin != "" {
 		base.print("baseline build, its schema", copyRate)
 		baseHere.print("baseline build, this schema", copyRate)
-		fmt.Printf("                             this build: %.0f%% of the baseline's rate; with this schema's indexes the baseline\n"+
-			"                             reaches %.0f%%, so writing the roll-ups costs %.0f%% of it\n",
+		fmt.Printf("                             this build: %.0f%% of the baseline's rate; on this schema the baseline\n"+
+			"                             reaches %.0f%%, so what this build adds to the write path costs %.0f%% of it\n",
 			100*res.rate/base.rate, 100*baseHere.rate/base.rate, 100*(baseHere.rate-res.rate)/baseHere.rate)
+	}
+
+	if profileBin != "" {
+		if err := outboxRun(ctx, dsn, serverBin, profileBin, clients, duration, copyRate, res.rate); err != nil {
+			return err
+		}
 	}
 
 	streamsDSN, err := freshDatabase(ctx, dsn, "bench_streams", serverBin)
@@ -101,4 +111,80 @@ func (r loadResult) print(label string, copyRate float64) {
 		label, r.rate, 100*r.rate/copyRate, r.p50, r.p99, r.rss>>20)
 	fmt.Printf("                             %d acknowledged = %d stored; %d dropped, %d failed, %d retries\n",
 		r.acked, r.stored, r.dropped, r.failed, r.retries)
+}
+
+// outboxRun is the end-to-end load with PROFILE_ADDR set, so the login
+// rows' outcomes go into the outbox in the rows' transactions. The address
+// has no ProfileService during the load: the outbox only grows, and the
+// rate shows what writing it costs. Then ProfileService starts and the
+// relay drains the backlog into it: the relay's delivery rate.
+func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clients int, d time.Duration, copyRate, withoutRate float64) error {
+	dsn, err := freshDatabase(ctx, adminDSN, "bench_e2e_outbox", serverBin)
+	if err != nil {
+		return err
+	}
+	profileAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	srv, err := startServer(serverBin, dsn, "PROFILE_ADDR="+profileAddr, "LOG_LEVEL=error") // the relay warns of every failed delivery
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	res, err := sdkLoad(srv.addr, clients, d)
+	if err != nil {
+		return fmt.Errorf("sdk load: %w", err)
+	}
+	if res.stored, err = countRows(ctx, dsn); err != nil {
+		return err
+	}
+	res.rss = srv.peakRSS()
+	res.print("same, login outbox on", copyRate)
+	backlog, err := outboxSize(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("                             %.0f%% of the rate without the outbox; %d login outcomes queued (%.0f%% of the rows)\n",
+		100*res.rate/withoutRate, backlog, 100*float64(backlog)/float64(res.stored))
+
+	cmd := exec.Command(profileBin, "migrate")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LOG_LEVEL=warn")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s migrate: %w\n%s", profileBin, err, out)
+	}
+	start := time.Now()
+	prof, err := startServerOn(profileAddr, profileBin, dsn)
+	if err != nil {
+		return err
+	}
+	defer prof.stop()
+	for {
+		left, err := outboxSize(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		if left == 0 {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			return fmt.Errorf("the relay left %d of %d outcomes after 10 minutes", left, backlog)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	fmt.Printf("login relay                  %9.0f outcomes/s delivered into ProfileService (%d in %.1fs, incl. its start-up)\n",
+		float64(backlog)/elapsed.Seconds(), backlog, elapsed.Seconds())
+	return nil
+}
+
+func outboxSize(ctx context.Context, dsn string) (int64, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var n int64
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM oplog.login_outbox`).Scan(&n)
+	return n, err
 }

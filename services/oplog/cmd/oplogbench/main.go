@@ -7,7 +7,9 @@
 //	                    before and after; N SDK clients through a real
 //	                    `oplog serve` process (events/s, acknowledgement
 //	                    p50/p99, server peak RSS), also for a baseline binary
-//	                    when given; 1,000 concurrent Ingest streams (peak RSS)
+//	                    when given; the same with the login outbox on, then
+//	                    the relay draining it into ProfileService; 1,000
+//	                    concurrent Ingest streams (peak RSS)
 //	oplogbench indexes  raw COPY rate with each secondary index alone
 //	oplogbench queries  (make bench-queries) 10M rows over 3 months: the query
 //	                    RPCs against the seed's raw SQL for the same answers
@@ -31,6 +33,7 @@ func main() {
 	fs := flag.NewFlagSet("oplogbench "+mode, flag.ExitOnError)
 	serverBin := fs.String("server", "bin/oplog", "the oplog binary to benchmark")
 	baseline := fs.String("baseline", "", "ingest: also run the end-to-end load against this oplog binary (an older build), migrated by itself")
+	profileBin := fs.String("profile", "bin/profile", "ingest: the profile binary, for the run with the login outbox and relay (\"\" skips it)")
 	clients := fs.Int("clients", 8, "ingest: SDK clients (one connection each)")
 	duration := fs.Duration("duration", 20*time.Second, "how long each throughput run lasts")
 	streams := fs.Int("streams", 1000, "ingest: concurrent Ingest streams for the memory run")
@@ -51,7 +54,7 @@ func main() {
 	var err error
 	switch mode {
 	case "ingest":
-		err = runIngest(*serverBin, *baseline, *clients, *duration, *streams)
+		err = runIngest(*serverBin, *baseline, *profileBin, *clients, *duration, *streams)
 	case "indexes":
 		err = runIndexes(*duration, *rounds)
 	case "queries":

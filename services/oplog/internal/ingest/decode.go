@@ -47,7 +47,7 @@ func SplitRequest(msg []byte) ([][]byte, error) {
 // wireLog is an OperationLog as found on the wire, before validation.
 type wireLog struct {
 	id, userID, accountID, resourceID, errorType, errorMessage []byte
-	proxyUsed, userAgent, traceID                              []byte
+	proxyUsed, userAgent, traceID, spanID                      []byte
 	operationType, outcome, authType                           int64
 	errorCode, executionTimeMs, retryCount                     int64
 	hasErrorCode, hasExecutionTime, sessionRefreshed           bool
@@ -61,6 +61,7 @@ var fieldNames = map[protowire.Number]string{
 	7: "error_code", 8: "error_type", 9: "error_message", 10: "execution_time_ms", 11: "retry_count",
 	12: "auth_type_detected", 13: "session_refreshed", 14: "proxy_used", 15: "user_agent",
 	16: "request_payload", 17: "response_summary", 18: "trace_id", 19: "create_time",
+	20: "span_id",
 }
 
 // parseLog reads the fields of one encoded OperationLog. A field repeated
@@ -104,6 +105,8 @@ func parseLog(b []byte) (wireLog, *Rejection) {
 				l.response, l.hasResponse = v, true
 			case 18:
 				l.traceID = v
+			case 20:
+				l.spanID = v
 			case 19:
 				l.createTime, l.hasCreateTime = v, true
 			default:
@@ -229,6 +232,14 @@ func (c *Converter) Convert(b []byte, now time.Time) (store.Row, *Rejection) {
 	if len(l.traceID) > 0 {
 		if r.TraceID, ok = traceID(l.traceID); !ok {
 			return r, reject("trace_id", "must be 32 hex characters, not all zero")
+		}
+	}
+	if len(l.spanID) > 0 {
+		if r.SpanID, ok = spanID(l.spanID); !ok {
+			return r, reject("span_id", "must be 16 hex characters, not all zero")
+		}
+		if r.TraceID == nil {
+			return r, reject("span_id", "needs trace_id")
 		}
 	}
 	var reason string

@@ -78,12 +78,19 @@ func checkText(b []byte, max int, identifier bool) string {
 }
 
 // traceID returns b in lower case when it is 32 hex digits, not all zero.
-func traceID(b []byte) ([]byte, bool) {
-	if len(b) != 32 {
+func traceID(b []byte) ([]byte, bool) { return hexID(b, 16) }
+
+// spanID returns b in lower case when it is 16 hex digits, not all zero.
+func spanID(b []byte) ([]byte, bool) { return hexID(b, 8) }
+
+// hexID returns b in lower case when it is the hex form of a non-zero id
+// of n bytes.
+func hexID(b []byte, n int) ([]byte, bool) {
+	if len(b) != 2*n {
 		return nil, false
 	}
 	var raw [16]byte
-	if _, err := hex.Decode(raw[:], b); err != nil || raw == ([16]byte{}) {
+	if _, err := hex.Decode(raw[:n], b); err != nil || raw == ([16]byte{}) {
 		return nil, false
 	}
 	return bytes.ToLower(b), true

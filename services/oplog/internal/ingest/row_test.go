@@ -84,6 +84,9 @@ func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
 		{"negative retries", func(l *oplogv1.OperationLog) { l.RetryCount = -1 }, "retry_count"},
 		{"bad trace id", func(l *oplogv1.OperationLog) { l.TraceId = "xyz" }, "trace_id"},
 		{"zero trace id", func(l *oplogv1.OperationLog) { l.TraceId = strings.Repeat("0", 32) }, "trace_id"},
+		{"span id without trace id", func(l *oplogv1.OperationLog) { l.SpanId = "00f067aa0ba902b7" }, "span_id"},
+		{"short span id", func(l *oplogv1.OperationLog) { l.TraceId, l.SpanId = strings.Repeat("a", 32), "00f067aa" }, "span_id"},
+		{"zero span id", func(l *oplogv1.OperationLog) { l.TraceId, l.SpanId = strings.Repeat("a", 32), strings.Repeat("0", 16) }, "span_id"},
 		{"NUL in payload string", func(l *oplogv1.OperationLog) { l.RequestPayload = str("a\x00b") }, "request_payload"},
 		{"NUL in payload key", func(l *oplogv1.OperationLog) {
 			l.ResponseSummary = &structpb.Struct{Fields: map[string]*structpb.Value{"k\x00": structpb.NewNullValue()}}
@@ -112,7 +115,7 @@ func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
 
 func TestConvertKeepsGoodRows(t *testing.T) {
 	l := goodLog()
-	l.TraceId = "4BF92F3577B34DA6A3CE929D0E0E4736"
+	l.TraceId, l.SpanId = "4BF92F3577B34DA6A3CE929D0E0E4736", "00F067AA0BA902B7"
 	l.ErrorMessage = "line one\nline two\ttabbed — ünïcode"
 	l.ExecutionTimeMs = proto.Int64(0)
 	l.ErrorCode = proto.Int32(-7)
@@ -121,6 +124,7 @@ func TestConvertKeepsGoodRows(t *testing.T) {
 	r, rej := converter.Convert(marshal(t, l), now)
 	require.Nil(t, rej)
 	assert.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", string(r.TraceID))
+	assert.Equal(t, "00f067aa0ba902b7", string(r.SpanID))
 	assert.Equal(t, l.GetErrorMessage(), string(r.ErrorMessage))
 	assert.Equal(t, int64(0), *r.ExecutionTimeMs)
 	assert.Equal(t, int32(-7), *r.ErrorCode)

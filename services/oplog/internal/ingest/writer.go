@@ -7,6 +7,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/platforma/platforma/services/oplog/internal/store"
@@ -33,32 +37,44 @@ var ErrBusy = errors.New("ingest buffer full")
 // Writer gathers the rows of many concurrent streams into large COPY
 // transactions and tells each stream when its rows are committed.
 type Writer struct {
-	store  *store.Store
-	parts  *store.Partitions
-	cfg    WriterConfig
-	log    *slog.Logger
-	queue  chan *Chunk
-	budget *semaphore.Weighted
+	store   *store.Store
+	parts   *store.Partitions
+	cfg     WriterConfig
+	log     *slog.Logger
+	metrics *Metrics
+	queue   chan *Chunk
+	budget  *semaphore.Weighted
 }
 
 // NewWriter returns a writer; Run must be running for Submit to complete.
-func NewWriter(st *store.Store, parts *store.Partitions, cfg WriterConfig, log *slog.Logger) *Writer {
+func NewWriter(st *store.Store, parts *store.Partitions, cfg WriterConfig, m *Metrics, log *slog.Logger) *Writer {
 	return &Writer{
-		store:  st,
-		parts:  parts,
-		cfg:    cfg,
-		log:    log,
-		queue:  make(chan *Chunk, 4096),
-		budget: semaphore.NewWeighted(cfg.BufferBytes),
+		store:   st,
+		parts:   parts,
+		cfg:     cfg,
+		log:     log,
+		metrics: m,
+		queue:   make(chan *Chunk, 4096),
+		budget:  semaphore.NewWeighted(cfg.BufferBytes),
 	}
 }
+
+// tracer makes the commit spans. Obtained through the global provider,
+// which the binary sets up before anything runs.
+var tracer = otel.Tracer("github.com/platforma/platforma/services/oplog/internal/ingest")
+
+// maxCommitLinks bounds the links of a commit span to the streams it
+// wrote beyond the first (the SDK's default limit is 128).
+const maxCommitLinks = 100
 
 // Chunk is the rows one stream message contributed. Wait tells when they
 // are committed and how many were new.
 type Chunk struct {
 	rows  []store.Row
 	bytes int64
-	done  chan struct{}
+	// span is the sending stream's: the commit span continues its trace.
+	span trace.SpanContext
+	done chan struct{}
 	// Set before done closes.
 	inserted, duplicates int
 	err                  error
@@ -67,7 +83,7 @@ type Chunk struct {
 // Submit queues rows for writing. It waits for buffer space up to
 // BufferWait and returns ErrBusy when there is none.
 func (w *Writer) Submit(ctx context.Context, rows []store.Row) (*Chunk, error) {
-	c := &Chunk{rows: rows, done: make(chan struct{})}
+	c := &Chunk{rows: rows, span: trace.SpanContextFromContext(ctx), done: make(chan struct{})}
 	for i := range rows {
 		c.bytes += rows[i].Size()
 	}
@@ -157,13 +173,28 @@ func (w *Writer) commit(batch []*Chunk) {
 			rows = append(rows, &c.rows[i])
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, span := startCommitSpan(batch, len(rows))
+	defer span.End()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 
+	start := time.Now()
 	err := w.parts.EnsureFor(ctx, rows)
 	var inserted map[store.Key]int
 	if err == nil {
 		inserted, err = w.store.WriteRows(ctx, rows)
+	}
+	switch {
+	case err != nil:
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "write failed")
+		w.metrics.Failed()
+	case inserted == nil:
+		w.metrics.Committed(rows, 0, time.Since(start))
+	default:
+		fresh := store.NewRows(rows, inserted)
+		span.SetAttributes(attribute.Int("oplog.duplicates", len(rows)-len(fresh)))
+		w.metrics.Committed(fresh, len(rows)-len(fresh), time.Since(start))
 	}
 	for _, c := range batch {
 		switch {
@@ -186,6 +217,25 @@ func (w *Writer) commit(batch []*Chunk) {
 		close(c.done)
 	}
 	if err != nil {
-		w.log.Warn("ingest batch failed; its streams get an error and resend", "rows", len(rows), "error", err)
+		w.log.WarnContext(ctx, "ingest batch failed; its streams get an error and resend", "rows", len(rows), "error", err)
 	}
+}
+
+// startCommitSpan starts the span of one transaction. It belongs to the
+// trace of the batch's first stream, so a worker's trace shows its rows'
+// commit and the database calls under it, and links to the other streams
+// whose rows it carries.
+func startCommitSpan(batch []*Chunk, rows int) (context.Context, trace.Span) {
+	parent := trace.ContextWithSpanContext(context.Background(), batch[0].span)
+	var links []trace.Link
+	seen := map[trace.SpanID]bool{batch[0].span.SpanID(): true}
+	for _, c := range batch[1:] {
+		if c.span.IsValid() && !seen[c.span.SpanID()] && len(links) < maxCommitLinks {
+			seen[c.span.SpanID()] = true
+			links = append(links, trace.Link{SpanContext: c.span})
+		}
+	}
+	return tracer.Start(parent, "oplog.ingest.commit",
+		trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("oplog.rows", rows), attribute.Int("oplog.streams", len(batch))))
 }

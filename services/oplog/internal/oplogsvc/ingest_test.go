@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -406,4 +407,67 @@ func TestConfigValidate(t *testing.T) {
 	for _, name := range []string{"INGEST_WRITERS", "INGEST_BATCH_ROWS", "BACKFILL_WINDOW"} {
 		assert.ErrorContains(t, err, name)
 	}
+}
+
+// With a ProfileAddr, the rows' transaction also queues their login
+// outcomes: new login rows with an account only, once however often the
+// stream is resent, and with the trace and span that performed them.
+func TestIngestQueuesNewLoginsInTheOutbox(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	cfg := testConfig()
+	cfg.ProfileAddr = "localhost:1" // no relay runs here: the outbox keeps what is queued
+	client := serve(t, pool, cfg, time.Now)
+	now := time.Now()
+
+	first := row(now.Add(-time.Minute))
+	first.PlatformAccountId, first.AuthTypeDetected = "acct-1", commonv1.AuthType_AUTH_TYPE_TWO_FACTOR
+	first.TraceId, first.SpanId = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	resp, err := send(context.Background(), client, []*oplogv1.OperationLog{first})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), resp.GetAccepted())
+
+	second := row(now)
+	second.PlatformAccountId, second.Outcome = "acct-1", commonv1.Outcome_OUTCOME_FAILED
+	second.OperationType = oplogv1.OperationType_OPERATION_TYPE_VALIDATE_SESSION
+	noAccount := row(now)
+	scrape := row(now)
+	scrape.PlatformAccountId, scrape.OperationType = "acct-1", oplogv1.OperationType_OPERATION_TYPE_GET_REVIEWS
+	// first again: the batch takes the duplicate-aware path.
+	resp, err = send(context.Background(), client, []*oplogv1.OperationLog{first, second, noAccount, scrape})
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 1}, []int64{resp.GetAccepted(), resp.GetDuplicates()})
+
+	rows, err := pool.Query(context.Background(), `
+		SELECT event_id::text, platform_account_id, success, auth_type, occurred_at, coalesce(trace_id, ''), coalesce(span_id, '')
+		FROM oplog.login_outbox ORDER BY seq`)
+	require.NoError(t, err)
+	type entry struct {
+		EventID, Account string
+		Success          bool
+		AuthType         int16
+		OccurredAt       time.Time
+		TraceID, SpanID  string
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[entry])
+	require.NoError(t, err)
+	for i := range got {
+		got[i].OccurredAt = got[i].OccurredAt.UTC()
+	}
+	us := func(ts *timestamppb.Timestamp) time.Time { return ts.AsTime().Truncate(time.Microsecond) }
+	assert.Equal(t, []entry{
+		{first.GetId(), "acct-1", true, 1, us(first.GetCreateTime()), first.GetTraceId(), first.GetSpanId()},
+		{second.GetId(), "acct-1", false, 0, us(second.GetCreateTime()), "", ""},
+	}, got)
+}
+
+func TestIngestWithoutProfileAddrQueuesNothing(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	client := serve(t, pool, testConfig(), time.Now)
+	l := row(time.Now())
+	l.PlatformAccountId = "acct-1"
+	_, err := send(context.Background(), client, []*oplogv1.OperationLog{l})
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM oplog.login_outbox").Scan(&n))
+	assert.Zero(t, n)
 }

@@ -171,6 +171,7 @@ func logProto(l *store.LogRow) *oplogv1.OperationLog {
 		RequestPayload:    jsonStruct(l.RequestPayload),
 		ResponseSummary:   jsonStruct(l.ResponseSummary),
 		TraceId:           l.TraceID,
+		SpanId:            l.SpanID,
 		CreateTime:        timestamppb.New(l.CreateTime),
 	}
 	return out

@@ -7,6 +7,10 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // copyRows writes rows into table with COPY ... FROM STDIN (FORMAT
@@ -14,6 +18,11 @@ import (
 // boxes every value in an interface and plans its encoding per value; on
 // the ingest path that was a seventh of the server's CPU.
 func copyRows(ctx context.Context, tx pgx.Tx, table string, rows []*Row) (int64, error) {
+	// The raw protocol call bypasses pgx's tracer; the span otelpgx would
+	// have made is made here.
+	ctx, span := tracer.Start(ctx, "copy_from "+table, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.Int("db.rows", len(rows))))
+	defer span.End()
 	var buf bytes.Buffer
 	buf.Grow(19 + len(rows)*320)
 	buf.WriteString("PGCOPY\n\xff\r\n\x00")
@@ -48,18 +57,26 @@ func copyRows(ctx context.Context, tx pgx.Tx, table string, rows []*Row) (int64,
 		e.jsonb(r.RequestPayload)
 		e.jsonb(r.ResponseSummary)
 		e.text(r.TraceID)
+		e.text(r.SpanID)
 	}
 	e.int16(-1) // trailer
 	sql := "COPY " + table + " (" + strings.Join(columns, ", ") + ") FROM STDIN (FORMAT binary)"
 	tag, err := tx.Conn().PgConn().CopyFrom(ctx, &buf, sql)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "copy failed")
+	}
 	return tag.RowsAffected(), err
 }
+
+var tracer = otel.Tracer("github.com/platforma/platforma/services/oplog/internal/store")
 
 // columns is the COPY column list, in copyRows' order.
 var columns = []string{
 	"id", "create_time", "user_id", "platform_account_id", "operation_type", "resource_id", "outcome",
 	"error_code", "error_type", "error_message", "execution_time_ms", "retry_count", "auth_type_detected",
 	"session_refreshed", "proxy_used", "user_agent", "request_payload", "response_summary", "trace_id",
+	"span_id",
 }
 
 // copyEncoder writes fields in Postgres's binary COPY format: a 32-bit

@@ -51,12 +51,13 @@ type LogRow struct {
 	RequestPayload    []byte
 	ResponseSummary   []byte
 	TraceID           string
+	SpanID            string
 }
 
 const logColumns = `id, create_time, user_id, coalesce(platform_account_id, ''), operation_type, coalesce(resource_id, ''),
 	outcome, error_code, coalesce(error_type, ''), coalesce(error_message, ''), execution_time_ms, retry_count,
 	auth_type_detected, session_refreshed, coalesce(proxy_used, ''), coalesce(user_agent, ''),
-	request_payload::text, response_summary::text, coalesce(trace_id, '')`
+	request_payload::text, response_summary::text, coalesce(trace_id, ''), coalesce(span_id, '')`
 
 // ListSQL builds the list query for f: only the conditions asked for, so
 // each filter reaches its index. An outcome is written as a literal: the
@@ -111,7 +112,7 @@ func (s *Store) ListLogs(ctx context.Context, f LogFilter) ([]LogRow, error) {
 		var req, resp pgtype.Text
 		err := row.Scan(&l.ID, &l.CreateTime, &l.UserID, &l.PlatformAccountID, &l.OperationType, &l.ResourceID,
 			&l.Outcome, &l.ErrorCode, &l.ErrorType, &l.ErrorMessage, &l.ExecutionTimeMs, &l.RetryCount,
-			&l.AuthTypeDetected, &l.SessionRefreshed, &l.ProxyUsed, &l.UserAgent, &req, &resp, &l.TraceID)
+			&l.AuthTypeDetected, &l.SessionRefreshed, &l.ProxyUsed, &l.UserAgent, &req, &resp, &l.TraceID, &l.SpanID)
 		if req.Valid {
 			l.RequestPayload = []byte(req.String)
 		}

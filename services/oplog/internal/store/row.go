@@ -25,6 +25,7 @@ type Row struct {
 	RequestPayload    []byte // JSON, nil for none
 	ResponseSummary   []byte
 	TraceID           []byte
+	SpanID            []byte
 }
 
 // Key is a row's identity: two rows with the same key are the same log.
@@ -39,5 +40,5 @@ func (r *Row) Key() Key { return Key{ID: r.ID, Time: r.CreateTime.UnixMicro()} }
 // Size estimates the memory a row holds, for the writer's buffer budget.
 func (r *Row) Size() int64 {
 	return int64(256 + len(r.PlatformAccountID) + len(r.ResourceID) + len(r.ErrorType) + len(r.ErrorMessage) +
-		len(r.ProxyUsed) + len(r.UserAgent) + len(r.RequestPayload) + len(r.ResponseSummary) + len(r.TraceID))
+		len(r.ProxyUsed) + len(r.UserAgent) + len(r.RequestPayload) + len(r.ResponseSummary) + len(r.TraceID) + len(r.SpanID))
 }

@@ -13,24 +13,26 @@ import (
 
 // Store is all of OpLogService's SQL.
 type Store struct {
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	loginOutbox bool
 }
 
 // New returns a Store on pool.
 func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // WriteRows stores rows and, in the same transaction, adds the rows that
-// were new to the roll-ups. The fast path COPYs them into the table; when
-// some were stored already (a retry) the COPY fails on the primary key,
-// and the batch goes again through a staging table with INSERT ... ON
-// CONFLICT DO NOTHING, which says which rows were new. It returns nil when
+// were new to the roll-ups (and their logins to the outbox, when enabled).
+// The fast path COPYs them into the table; when some were stored already
+// (a retry) the COPY fails on the primary key, and the batch goes again
+// through a staging table with INSERT ... ON CONFLICT DO NOTHING, which
+// says which rows were new. It returns nil when
 // every row was new, else the keys of the rows inserted.
 func (s *Store) WriteRows(ctx context.Context, rows []*Row) (map[Key]int, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := copyRows(ctx, tx, "oplog.operation_logs", rows); err != nil {
 			return err
 		}
-		return addToRollups(ctx, tx, rows)
+		return s.addNew(ctx, tx, rows)
 	})
 	if err == nil {
 		return nil, nil
@@ -66,7 +68,7 @@ func (s *Store) WriteRows(ctx context.Context, rows []*Row) (map[Key]int, error)
 		if err := res.Err(); err != nil {
 			return err
 		}
-		return addToRollups(ctx, tx, newRows(rows, inserted))
+		return s.addNew(ctx, tx, NewRows(rows, inserted))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("idempotent insert: %w", err)
@@ -74,8 +76,20 @@ func (s *Store) WriteRows(ctx context.Context, rows []*Row) (map[Key]int, error)
 	return inserted, nil
 }
 
-// newRows picks, for each inserted key, one row carrying it.
-func newRows(rows []*Row, inserted map[Key]int) []*Row {
+// addNew adds the rows just inserted to the roll-ups and the outbox.
+func (s *Store) addNew(ctx context.Context, tx pgx.Tx, rows []*Row) error {
+	if err := addToRollups(ctx, tx, rows); err != nil {
+		return err
+	}
+	if s.loginOutbox {
+		return enqueueLogins(ctx, tx, rows)
+	}
+	return nil
+}
+
+// NewRows picks, for each key WriteRows reported inserted, one row
+// carrying it: the rows that were new.
+func NewRows(rows []*Row, inserted map[Key]int) []*Row {
 	left := make(map[Key]int, len(inserted))
 	for k, n := range inserted {
 		left[k] = n

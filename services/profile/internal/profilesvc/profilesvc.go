@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
@@ -62,21 +63,29 @@ const (
 // Server implements ProfileService.
 type Server struct {
 	profilev1.UnimplementedProfileServiceServer
-	store *store.Store
-	cfg   Config
-	now   func() time.Time
+	store  *store.Store
+	cfg    Config
+	now    func() time.Time
+	logins *prometheus.CounterVec
 }
 
 // New returns a Server on st.
 func New(st *store.Store, cfg Config) *Server {
-	return &Server{store: st, cfg: cfg, now: time.Now}
+	return &Server{store: st, cfg: cfg, now: time.Now, logins: newLoginsCounter()}
 }
 
 // Register plugs the service and its idempotency-record janitor into a
 // platforma server.
 func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
 	st := store.New(pool)
-	profilev1.RegisterProfileServiceServer(r.GRPC, New(st, cfg))
+	s := New(st, cfg)
+	profilev1.RegisterProfileServiceServer(r.GRPC, s)
+	if err := r.Metrics.Register(s.logins); err != nil {
+		return err
+	}
+	if err := r.Metrics.Register(newProfilesGauge(st, r.Logger)); err != nil {
+		return err
+	}
 	r.Background("login event janitor", func(ctx context.Context) {
 		runJanitor(ctx, st, cfg.eventRetention(), time.Hour, r.Logger)
 	})
@@ -191,6 +200,9 @@ func (s *Server) record(ctx context.Context, results []store.LoginResult, valid 
 			return nil, fmt.Errorf("profile of %v missing after recording event %s", r.Account, r.EventID)
 		}
 		items[i].profile = p
+		if !items[i].duplicate {
+			s.countLogin(r)
+		}
 	}
 	return items, nil
 }

@@ -7,17 +7,8 @@ package main
 import (
 	"os"
 
-	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
-	"github.com/platforma/platforma/services/reviewmeta/internal/reviewmetasvc"
+	"github.com/platforma/platforma/services/reviewmeta"
 )
 
-var service = app.Service{
-	Name:               "reviewmeta",
-	DefaultListenAddr:  ":50052",
-	DefaultMetricsAddr: ":9452",
-	Migrations:         migrations.ReviewMeta,
-	Register:           reviewmetasvc.Register,
-}
-
-func main() { os.Exit(app.Main(service)) }
+func main() { os.Exit(app.Main(reviewmeta.Service())) }

@@ -10,10 +10,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/metrics"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/reviewmeta/internal/domain"
 	"github.com/platforma/platforma/services/reviewmeta/internal/store"
@@ -30,17 +32,38 @@ const (
 // Server implements ReviewMetadataService.
 type Server struct {
 	reviewmetav1.UnimplementedReviewMetadataServiceServer
-	store *store.Store
-	now   func() time.Time
+	store    *store.Store
+	now      func() time.Time
+	attempts *prometheus.CounterVec
 }
 
 // New returns a Server on st.
-func New(st *store.Store) *Server { return &Server{store: st, now: time.Now} }
+func New(st *store.Store) *Server {
+	return &Server{store: st, now: time.Now, attempts: newAttemptsCounter()}
+}
 
 // Register plugs the service into a platforma server.
 func Register(r server.Registrar, pool *pgxpool.Pool) error {
-	reviewmetav1.RegisterReviewMetadataServiceServer(r.GRPC, New(store.New(pool)))
-	return nil
+	s := New(store.New(pool))
+	reviewmetav1.RegisterReviewMetadataServiceServer(r.GRPC, s)
+	return r.Metrics.Register(s.attempts)
+}
+
+// newAttemptsCounter counts recorded reply attempts; a retried
+// attempt_id is not counted again.
+func newAttemptsCounter() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace,
+		Name:      "reply_attempts_total",
+		Help:      "Reply attempts recorded, by the review's type and whether the reply was posted (success) or not (failure).",
+	}, []string{"review_type", "result"})
+	for n := range reviewmetav1.ReviewType_name {
+		if n != 0 {
+			c.WithLabelValues(metrics.EnumLabel(reviewmetav1.ReviewType(n)), "success")
+			c.WithLabelValues(metrics.EnumLabel(reviewmetav1.ReviewType(n)), "failure")
+		}
+	}
+	return c
 }
 
 // UpsertReviewMetadata creates or updates one review's metadata.
@@ -157,6 +180,13 @@ func (s *Server) RecordReplyAttempt(ctx context.Context, req *reviewmetav1.Recor
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !duplicate {
+		result := "failure"
+		if a.Success {
+			result = "success"
+		}
+		s.attempts.WithLabelValues(metrics.EnumLabel(reviewmetav1.ReviewType(r.ReviewType)), result).Inc()
 	}
 	return &reviewmetav1.RecordReplyAttemptResponse{ReviewMetadata: toProto(r), Duplicate: duplicate}, nil
 }

@@ -1,0 +1,301 @@
+// Package relay forwards the login outcomes of the operation log to
+// ProfileService: it reads oplog.login_outbox oldest first, delivers in
+// batches through BatchRecordLoginResults (event_id = the log row's id),
+// and deletes what ProfileService applied. One replica delivers at a time
+// (a session advisory lock); the others stand by and take over when its
+// connection ends. A crash between delivery and deletion resends entries
+// that ProfileService recognises by event_id, so nothing is counted twice
+// and nothing acknowledged by the log is lost.
+package relay
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
+	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
+	"github.com/platforma/platforma/services/kit/metrics"
+	"github.com/platforma/platforma/services/oplog/internal/store"
+)
+
+// Config tunes the relay.
+type Config struct {
+	// BatchSize is the number of outcomes per call (1-1000).
+	BatchSize int
+	// PollInterval is how often an empty outbox is looked at again.
+	PollInterval time.Duration
+	// StandbyInterval is how often a replica that does not deliver tries
+	// to take over.
+	StandbyInterval time.Duration
+	// InitialBackoff and MaxBackoff bound the waits after failed calls.
+	InitialBackoff, MaxBackoff time.Duration
+	// CallTimeout bounds one call to ProfileService.
+	CallTimeout time.Duration
+}
+
+// maxLinks bounds the span links of one delivery (OpenTelemetry's SDK
+// keeps 128 by default and drops the rest).
+const maxLinks = 128
+
+var tracer = otel.Tracer("github.com/platforma/platforma/services/oplog/internal/relay")
+
+// Relay delivers the outbox.
+type Relay struct {
+	store   *store.Store
+	profile profilev1.ProfileServiceClient
+	cfg     Config
+	log     *slog.Logger
+
+	delivered prometheus.Counter
+	dropped   *prometheus.CounterVec
+	failures  prometheus.Counter
+	backlog   *metrics.Polled
+}
+
+// New returns a relay that delivers st's outbox to profile.
+func New(st *store.Store, profile profilev1.ProfileServiceClient, cfg Config, log *slog.Logger) *Relay {
+	ns := metrics.Namespace
+	backlog := prometheus.NewDesc(ns+"_login_outbox_backlog",
+		"Login outcomes stored in the log and not yet applied by ProfileService. Read from the database: every replica reports the same value, aggregate with max.",
+		nil, nil)
+	age := prometheus.NewDesc(ns+"_login_outbox_oldest_age_seconds",
+		"Age of the oldest login outcome waiting for ProfileService; 0 when none waits.", nil, nil)
+	return &Relay{
+		store:   st,
+		profile: profile,
+		cfg:     cfg,
+		log:     log,
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "login_outbox_delivered_total",
+			Help: "Login outcomes ProfileService applied (or recognised as already applied).",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "login_outbox_dropped_total",
+			Help: "Login outcomes ProfileService refused for good (reason: the gRPC code), removed from the outbox.",
+		}, []string{"reason"}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "login_outbox_delivery_errors_total",
+			Help: "Delivery calls that failed and will be retried.",
+		}),
+		backlog: metrics.NewPolled(5*time.Second, log, func(ctx context.Context) ([]metrics.Sample, error) {
+			n, oldest, err := st.OutboxBacklog(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return []metrics.Sample{{Desc: backlog, Value: float64(n)}, {Desc: age, Value: oldest.Seconds()}}, nil
+		}, backlog, age),
+	}
+}
+
+// Collectors are the relay's metrics.
+func (r *Relay) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{r.delivered, r.dropped, r.failures, r.backlog}
+}
+
+// Run delivers while this replica holds the relay lock, and stands by
+// while another one does, until ctx ends.
+func (r *Relay) Run(ctx context.Context) {
+	for {
+		conn, err := r.store.LockRelay(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.Warn("login relay: cannot reach the database; retrying", "error", err)
+		case conn != nil:
+			r.log.Info("login relay: this replica delivers login outcomes to ProfileService")
+			r.lead(ctx, conn)
+			conn.Close()
+			if ctx.Err() == nil {
+				r.log.Warn("login relay: lost its database connection, and with it the relay lock; trying again")
+			}
+		}
+		if !sleep(ctx, r.cfg.StandbyInterval) {
+			return
+		}
+	}
+}
+
+// lead delivers until ctx ends or the relay connection fails.
+func (r *Relay) lead(ctx context.Context, conn *store.RelayConn) {
+	backoff := r.cfg.InitialBackoff
+	for ctx.Err() == nil {
+		entries, err := conn.Pending(ctx, r.cfg.BatchSize)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("login relay: reading the outbox failed", "error", err)
+			}
+			return
+		}
+		if len(entries) == 0 {
+			if !sleep(ctx, r.cfg.PollInterval) {
+				return
+			}
+			continue
+		}
+		done, ok := r.deliverBatch(ctx, conn, entries, backoff)
+		if !ok {
+			return
+		}
+		if len(done) == len(entries) {
+			backoff = r.cfg.InitialBackoff
+			continue
+		}
+		// Some entries are still waiting (a failed call, or items
+		// ProfileService could not apply yet): back off before resending.
+		if !sleep(ctx, jitter(backoff)) {
+			return
+		}
+		backoff = min(2*backoff, r.cfg.MaxBackoff)
+	}
+}
+
+// deliverBatch delivers entries and deletes those done with, in one span.
+// It returns the sequence numbers deleted, and false when the relay
+// connection failed (or shutdown began).
+func (r *Relay) deliverBatch(ctx context.Context, conn *store.RelayConn, entries []store.OutboxEntry, backoff time.Duration) ([]int64, bool) {
+	ctx, span := tracer.Start(ctx, "oplog.login_relay.deliver",
+		trace.WithNewRoot(), // its own trace, linked to the rows' traces
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(links(entries)...),
+		trace.WithAttributes(attribute.Int("oplog.login_outcomes", len(entries))))
+	defer span.End()
+
+	done, err := r.deliver(ctx, span, entries)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, "delivery failed")
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		r.failures.Inc()
+		r.log.WarnContext(ctx, "login relay: delivery failed; retrying", "entries", len(entries), "retry_in", backoff.String(), "error", err)
+	}
+	if len(done) == 0 {
+		return nil, true
+	}
+	// Delivered is delivered: delete even when shutdown has begun, or the
+	// next leader resends (harmless, but wasted).
+	delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := conn.Delete(delCtx, done); err != nil {
+		r.log.WarnContext(ctx, "login relay: removing delivered entries failed; they will be resent", "error", err)
+		return nil, false
+	}
+	return done, true
+}
+
+// deliver sends one batch and returns the sequence numbers of the entries
+// that are done with: applied, or refused for good.
+func (r *Relay) deliver(ctx context.Context, span trace.Span, entries []store.OutboxEntry) ([]int64, error) {
+	req := &profilev1.BatchRecordLoginResultsRequest{Requests: make([]*profilev1.RecordLoginResultRequest, len(entries))}
+	for i, e := range entries {
+		outcome := commonv1.Outcome_OUTCOME_FAILED
+		if e.Success {
+			outcome = commonv1.Outcome_OUTCOME_SUCCESS
+		}
+		req.Requests[i] = &profilev1.RecordLoginResultRequest{
+			EventId:           uuid.UUID(e.EventID).String(),
+			UserId:            uuid.UUID(e.UserID).String(),
+			PlatformAccountId: e.PlatformAccountID,
+			Outcome:           outcome,
+			AuthType:          commonv1.AuthType(e.AuthType),
+			OccurredAt:        timestamppb.New(e.OccurredAt),
+		}
+	}
+	callCtx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	resp, err := r.profile.BatchRecordLoginResults(callCtx, req)
+	if err == nil && len(resp.GetResults()) != len(entries) {
+		err = fmt.Errorf("ProfileService answered %d results for %d outcomes", len(resp.GetResults()), len(entries))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var done []int64
+	for i, res := range resp.GetResults() {
+		itemErr := res.GetError()
+		if itemErr == nil {
+			r.delivered.Inc()
+			done = append(done, entries[i].Seq)
+			continue
+		}
+		code := codes.Code(itemErr.GetCode())
+		if !permanent(code) {
+			continue
+		}
+		r.dropped.WithLabelValues(code.String()).Inc()
+		r.log.WarnContext(ctx, "login relay: ProfileService refused a login outcome; dropped",
+			"event_id", req.Requests[i].GetEventId(), "code", code.String(), "reason", itemErr.GetMessage())
+		done = append(done, entries[i].Seq)
+	}
+	span.SetAttributes(attribute.Int("oplog.login_outcomes_done", len(done)))
+	return done, nil
+}
+
+// permanent reports whether resending an item refused with c cannot help.
+func permanent(c codes.Code) bool {
+	switch c {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied:
+		return true
+	}
+	return false
+}
+
+// links point at the spans that performed the operations being forwarded.
+func links(entries []store.OutboxEntry) []trace.Link {
+	var out []trace.Link
+	for _, e := range entries {
+		if len(out) == maxLinks {
+			break
+		}
+		if sc, ok := spanContext(e.TraceID, e.SpanID); ok {
+			out = append(out, trace.Link{SpanContext: sc})
+		}
+	}
+	return out
+}
+
+func spanContext(traceID, spanID string) (trace.SpanContext, bool) {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	if len(traceID) != 2*len(tid) || len(spanID) != 2*len(sid) {
+		return trace.SpanContext{}, false
+	}
+	if _, err := hex.Decode(tid[:], []byte(traceID)); err != nil {
+		return trace.SpanContext{}, false
+	}
+	if _, err := hex.Decode(sid[:], []byte(spanID)); err != nil {
+		return trace.SpanContext{}, false
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
+	return sc, sc.IsValid()
+}
+
+// jitter spreads retries: a random wait in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// sleep waits d; it returns false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

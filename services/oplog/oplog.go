@@ -1,0 +1,31 @@
+// Package oplog is OpLogService as a platforma binary: cmd/oplog runs it,
+// and tests run it in-process.
+package oplog
+
+import (
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/server"
+	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
+)
+
+// Service describes the binary: ports, migrations, flags and wiring.
+func Service() app.Service {
+	var cfg oplogsvc.Config
+	return app.Service{
+		Name:               "oplog",
+		DefaultListenAddr:  ":50053",
+		DefaultMetricsAddr: ":9453",
+		// Ingest messages are at most 1,000 rows; a smaller limit bounds
+		// what each receive slot can hold.
+		DefaultMaxRecvMsgBytes: 1 << 20,
+		Migrations:             migrations.OpLog,
+		Config:                 &cfg,
+		GRPCOptions:            oplogsvc.GRPCOptions(),
+		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
+			return oplogsvc.Register(r, pool, cfg)
+		},
+	}
+}

@@ -1,0 +1,20 @@
+// Package reviewmeta is ReviewMetadataService as a platforma binary:
+// cmd/reviewmeta runs it, and tests of other modules run it in-process.
+package reviewmeta
+
+import (
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/reviewmeta/internal/reviewmetasvc"
+)
+
+// Service describes the binary: ports, migrations and wiring.
+func Service() app.Service {
+	return app.Service{
+		Name:               "reviewmeta",
+		DefaultListenAddr:  ":50052",
+		DefaultMetricsAddr: ":9452",
+		Migrations:         migrations.ReviewMeta,
+		Register:           reviewmetasvc.Register,
+	}
+}
