@@ -116,14 +116,15 @@ func execOn(ctx context.Context, dsn, sql string) (int64, error) {
 	return tag.RowsAffected(), err
 }
 
-func countRows(ctx context.Context, dsn string) (int64, error) {
+// countRows counts the rows of table (a trusted, qualified name).
+func countRows(ctx context.Context, dsn, table string) (int64, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close(ctx)
 	var n int64
-	err = conn.QueryRow(ctx, `SELECT count(*) FROM oplog.operation_logs`).Scan(&n)
+	err = conn.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n)
 	return n, err
 }
 

@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 func runIngest(serverBin, baselineBin, profileBin string, clients int, duration time.Duration, streams int) error {
@@ -99,7 +97,7 @@ func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, clien
 	if err != nil {
 		return res, fmt.Errorf("sdk load: %w", err)
 	}
-	if res.stored, err = countRows(ctx, dsn); err != nil {
+	if res.stored, err = countRows(ctx, dsn, "oplog.operation_logs"); err != nil {
 		return res, err
 	}
 	res.rss = srv.peakRSS()
@@ -136,12 +134,12 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 	if err != nil {
 		return fmt.Errorf("sdk load: %w", err)
 	}
-	if res.stored, err = countRows(ctx, dsn); err != nil {
+	if res.stored, err = countRows(ctx, dsn, "oplog.operation_logs"); err != nil {
 		return err
 	}
 	res.rss = srv.peakRSS()
 	res.print("same, login outbox on", copyRate)
-	backlog, err := outboxSize(ctx, dsn)
+	backlog, err := countRows(ctx, dsn, "oplog.login_outbox")
 	if err != nil {
 		return err
 	}
@@ -160,7 +158,7 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 	}
 	defer prof.stop()
 	for {
-		left, err := outboxSize(ctx, dsn)
+		left, err := countRows(ctx, dsn, "oplog.login_outbox")
 		if err != nil {
 			return err
 		}
@@ -176,15 +174,4 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 	fmt.Printf("login relay                  %9.0f outcomes/s delivered into ProfileService (%d in %.1fs, incl. its start-up)\n",
 		float64(backlog)/elapsed.Seconds(), backlog, elapsed.Seconds())
 	return nil
-}
-
-func outboxSize(ctx context.Context, dsn string) (int64, error) {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(ctx)
-	var n int64
-	err = conn.QueryRow(ctx, `SELECT count(*) FROM oplog.login_outbox`).Scan(&n)
-	return n, err
 }

@@ -180,21 +180,21 @@ func (w *Writer) commit(batch []*Chunk) {
 
 	start := time.Now()
 	err := w.parts.EnsureFor(ctx, rows)
+	var fresh []*store.Row
 	var inserted map[store.Key]int
 	if err == nil {
-		inserted, err = w.store.WriteRows(ctx, rows)
+		fresh, inserted, err = w.store.WriteRows(ctx, rows)
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "write failed")
 		w.metrics.Failed()
-	case inserted == nil:
-		w.metrics.Committed(rows, 0, time.Since(start))
-	default:
-		fresh := store.NewRows(rows, inserted)
-		span.SetAttributes(attribute.Int("oplog.duplicates", len(rows)-len(fresh)))
-		w.metrics.Committed(fresh, len(rows)-len(fresh), time.Since(start))
+	} else {
+		duplicates := len(rows) - len(fresh)
+		if duplicates > 0 {
+			span.SetAttributes(attribute.Int("oplog.duplicates", duplicates))
+		}
+		w.metrics.Committed(fresh, duplicates, time.Since(start))
 	}
 	for _, c := range batch {
 		switch {

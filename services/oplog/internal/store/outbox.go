@@ -6,13 +6,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
+	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 )
 
 // Operation types whose rows are login outcomes for ProfileService.
 const (
-	opCheckLogin      = 1
-	opValidateSession = 2
-	outcomeSuccess    = 1
+	opCheckLogin      = int16(oplogv1.OperationType_OPERATION_TYPE_CHECK_LOGIN)
+	opValidateSession = int16(oplogv1.OperationType_OPERATION_TYPE_VALIDATE_SESSION)
+	outcomeSuccess    = int16(commonv1.Outcome_OUTCOME_SUCCESS)
 )
 
 // EnableLoginOutbox makes WriteRows put every new login row with an
@@ -20,9 +23,9 @@ const (
 // before the first write.
 func (s *Store) EnableLoginOutbox() { s.loginOutbox = true }
 
-// IsLogin reports whether a row is a login outcome ProfileService can
+// isLogin reports whether a row is a login outcome ProfileService can
 // apply: a CHECK_LOGIN or VALIDATE_SESSION of a known account.
-func IsLogin(r *Row) bool {
+func isLogin(r *Row) bool {
 	return (r.OperationType == opCheckLogin || r.OperationType == opValidateSession) && len(r.PlatformAccountID) > 0
 }
 
@@ -32,7 +35,7 @@ var outboxColumns = []string{"event_id", "user_id", "platform_account_id", "succ
 func enqueueLogins(ctx context.Context, tx pgx.Tx, rows []*Row) error {
 	var logins [][]any
 	for _, r := range rows {
-		if !IsLogin(r) {
+		if !isLogin(r) {
 			continue
 		}
 		logins = append(logins, []any{

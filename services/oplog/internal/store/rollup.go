@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	"github.com/platforma/platforma/services/oplog/internal/stats"
 )
 
@@ -52,7 +53,7 @@ type rollups struct {
 }
 
 // failed is the Outcome number of a failure.
-const failed = 2
+const failed = int16(commonv1.Outcome_OUTCOME_FAILED)
 
 func aggregate(rows []*Row) rollups {
 	r := rollups{

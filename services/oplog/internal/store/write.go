@@ -25,23 +25,22 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // The fast path COPYs them into the table; when some were stored already
 // (a retry) the COPY fails on the primary key, and the batch goes again
 // through a staging table with INSERT ... ON CONFLICT DO NOTHING, which
-// says which rows were new. It returns nil when
-// every row was new, else the keys of the rows inserted.
-func (s *Store) WriteRows(ctx context.Context, rows []*Row) (map[Key]int, error) {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// says which rows were new. It returns the rows that were new, and the
+// keys inserted with their counts: nil when every row was new.
+func (s *Store) WriteRows(ctx context.Context, rows []*Row) (fresh []*Row, inserted map[Key]int, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := copyRows(ctx, tx, "oplog.operation_logs", rows); err != nil {
 			return err
 		}
 		return s.addNew(ctx, tx, rows)
 	})
 	if err == nil {
-		return nil, nil
+		return rows, nil, nil
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "40P01") {
-		return nil, err
+		return nil, nil, err
 	}
-	var inserted map[Key]int
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		inserted = map[Key]int{}
 		if _, err := tx.Exec(ctx, createStaging); err != nil {
@@ -68,12 +67,13 @@ func (s *Store) WriteRows(ctx context.Context, rows []*Row) (map[Key]int, error)
 		if err := res.Err(); err != nil {
 			return err
 		}
-		return s.addNew(ctx, tx, NewRows(rows, inserted))
+		fresh = newRows(rows, inserted)
+		return s.addNew(ctx, tx, fresh)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("idempotent insert: %w", err)
+		return nil, nil, fmt.Errorf("idempotent insert: %w", err)
 	}
-	return inserted, nil
+	return fresh, inserted, nil
 }
 
 // addNew adds the rows just inserted to the roll-ups and the outbox.
@@ -87,9 +87,9 @@ func (s *Store) addNew(ctx context.Context, tx pgx.Tx, rows []*Row) error {
 	return nil
 }
 
-// NewRows picks, for each key WriteRows reported inserted, one row
-// carrying it: the rows that were new.
-func NewRows(rows []*Row, inserted map[Key]int) []*Row {
+// newRows picks, for each inserted key, one row carrying it: the rows
+// that were new.
+func newRows(rows []*Row, inserted map[Key]int) []*Row {
 	left := make(map[Key]int, len(inserted))
 	for k, n := range inserted {
 		left[k] = n
