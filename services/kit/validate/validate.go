@@ -7,8 +7,6 @@ package validate
 import (
 	"fmt"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -31,64 +29,6 @@ func UUID(v *apierr.Violations, field, s string) (uuid.UUID, bool) {
 	}
 	return id, true
 }
-
-// Text is how a string field may look.
-type Text struct {
-	// Required refuses the empty string.
-	Required bool
-	// MaxBytes bounds the UTF-8 length.
-	MaxBytes int
-	// Identifier refuses every control character and surrounding
-	// whitespace: the value names something and is compared exactly.
-	Identifier bool
-}
-
-// Check reports whether s is acceptable: valid UTF-8, no NUL byte, within
-// the bounds.
-func (t Text) Check(v *apierr.Violations, field, s string) bool {
-	switch {
-	case s == "":
-		if t.Required {
-			v.Add(field, "required")
-			return false
-		}
-		return true
-	case len(s) > t.MaxBytes:
-		v.Addf(field, "at most %d bytes, got %d", t.MaxBytes, len(s))
-	case !utf8.ValidString(s):
-		v.Add(field, "must be valid UTF-8")
-	case containsNUL(s):
-		v.Add(field, "must not contain NUL bytes")
-	case t.Identifier && hasControl(s):
-		v.Add(field, "must not contain control characters")
-	case t.Identifier && (unicode.IsSpace(firstRune(s)) || unicode.IsSpace(lastRune(s))):
-		v.Add(field, "must not start or end with whitespace")
-	default:
-		return true
-	}
-	return false
-}
-
-func containsNUL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return true
-		}
-	}
-	return false
-}
-
-func hasControl(s string) bool {
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return true
-		}
-	}
-	return false
-}
-
-func firstRune(s string) rune { r, _ := utf8.DecodeRuneInString(s); return r }
-func lastRune(s string) rune  { r, _ := utf8.DecodeLastRuneInString(s); return r }
 
 // Timestamp converts a required timestamp, refusing missing or
 // out-of-range values (Postgres keeps microseconds; sub-microsecond digits

@@ -50,41 +50,6 @@ func TestUUID(t *testing.T) {
 	}
 }
 
-func TestText(t *testing.T) {
-	id := validate.Text{Required: true, MaxBytes: 8, Identifier: true}
-	free := validate.Text{MaxBytes: 8}
-	tests := []struct {
-		name    string
-		rule    validate.Text
-		in      string
-		problem string // "" when acceptable
-	}{
-		{"plain", id, "acct-1", ""},
-		{"missing", id, "", "required"},
-		{"optional empty", free, "", ""},
-		{"exactly the limit", id, "12345678", ""},
-		{"one byte over", id, "123456789", "at most 8 bytes, got 9"},
-		{"multibyte counted in bytes", id, "가나다", "at most 8 bytes, got 9"},
-		{"NUL", free, "a\x00b", "NUL"},
-		{"invalid UTF-8", free, "a\xffb", "valid UTF-8"},
-		{"newline allowed in free text", free, "a\nb", ""},
-		{"newline refused in identifier", id, "a\nb", "control characters"},
-		{"leading space refused in identifier", id, " a", "whitespace"},
-		{"trailing space refused in identifier", id, "a ", "whitespace"},
-		{"inner space allowed", id, "a b", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var v apierr.Violations
-			ok := tt.rule.Check(&v, "f", tt.in)
-			assert.Equal(t, tt.problem == "", ok)
-			if tt.problem != "" {
-				assert.Contains(t, violation(&v, "f"), tt.problem)
-			}
-		})
-	}
-}
-
 func TestTimestampAndWithin(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	var v apierr.Violations

@@ -20,6 +20,7 @@ import (
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/validate"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -65,14 +66,35 @@ func TestIDsAreVersion7AndIncreasing(t *testing.T) {
 	assert.Equal(t, now.UnixMilli(), ms, "the first 48 bits are the Unix millisecond")
 }
 
-func TestFreeTextAndIdentifiers(t *testing.T) {
-	assert.Equal(t, "plain", freeText("plain", 10))
-	assert.Equal(t, "a\uFFFDb", freeText("a\x00b", 10))
-	assert.Equal(t, "a\uFFFDb", freeText("a\xffb", 10))
-	assert.Equal(t, "가", freeText("가나", 4), "cut on a rune boundary")
-	assert.Equal(t, "line\nbreak", freeText("line\nbreak", 20), "free text keeps newlines")
-	assert.Equal(t, "line\uFFFDbreak", identifier("line\nbreak", 20), "identifiers do not")
-	assert.Len(t, identifier(strings.Repeat("x", 300), 255), 255)
+// The SDK sanitises each text field by the rule of its kind, the rule
+// every service checks, so what it sends is accepted everywhere.
+func TestTextFieldsSanitisedByTheirKind(t *testing.T) {
+	r := record{at: time.Now(), entry: Entry{
+		PlatformAccountID: "\u00a0shop-1 ",
+		ResourceID:        "line\nbreak",
+		ErrorType:         strings.Repeat("E", 70),
+		ErrorMessage:      "line\nbreak\x00",
+		ProxyUsed:         "proxy\xff",
+		UserAgent:         strings.Repeat("가", 200),
+	}}
+	var got oplogv1.OperationLog
+	require.NoError(t, proto.Unmarshal(appendLog(nil, &r), &got))
+	assert.Equal(t, "shop-1", got.GetPlatformAccountId())
+	assert.Equal(t, "line\uFFFDbreak", got.GetResourceId())
+	assert.Equal(t, strings.Repeat("E", 64), got.GetErrorType())
+	assert.Equal(t, "line\nbreak\uFFFD", got.GetErrorMessage())
+	assert.Equal(t, "proxy\uFFFD", got.GetProxyUsed())
+	assert.Equal(t, strings.Repeat("가", 170), got.GetUserAgent(), "cut to 512 bytes on a rune boundary")
+	for field, p := range map[string]string{
+		"platform_account_id": validate.Identifier.Problem(got.GetPlatformAccountId()),
+		"resource_id":         validate.Identifier.Problem(got.GetResourceId()),
+		"error_type":          validate.Code.Problem(got.GetErrorType()),
+		"error_message":       validate.Message.Problem(got.GetErrorMessage()),
+		"proxy_used":          validate.Identifier.Problem(got.GetProxyUsed()),
+		"user_agent":          validate.UserAgent.Problem(got.GetUserAgent()),
+	} {
+		assert.Empty(t, p, field)
+	}
 }
 
 func TestPayloadStruct(t *testing.T) {

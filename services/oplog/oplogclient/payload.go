@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/platforma/platforma/services/kit/validate"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -16,6 +17,13 @@ import (
 const (
 	maxPayloadDepth = 15
 	maxPayloadBytes = 15 << 10
+)
+
+// Payload keys and strings are free text (the server refuses invalid
+// UTF-8 and NUL in them, which jsonb cannot store).
+var (
+	payloadKey    = validate.FreeText(256)
+	payloadString = validate.FreeText(maxPayloadBytes)
 )
 
 // encodePayload encodes m as a google.protobuf.Struct, replacing the values
@@ -56,7 +64,7 @@ func endNested(b []byte, start int) []byte {
 // each with the key in field 1 and the Value in field 2.
 func appendStruct(b []byte, m map[string]any, keys redact.Keys, depth int) []byte {
 	for k, v := range m {
-		k = freeText(k, 256)
+		k = payloadKey.Sanitize(k)
 		var entry, value int
 		b, entry = beginNested(b, 1)
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
@@ -75,7 +83,7 @@ func appendStruct(b []byte, m map[string]any, keys redact.Keys, depth int) []byt
 
 func appendString(b []byte, s string) []byte {
 	b = protowire.AppendTag(b, 3, protowire.BytesType)
-	return protowire.AppendString(b, freeText(s, maxPayloadBytes))
+	return protowire.AppendString(b, payloadString.Sanitize(s))
 }
 
 func appendNumber(b []byte, f float64) []byte {

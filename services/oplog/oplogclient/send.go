@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"math/rand/v2"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -19,18 +16,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/validate"
 	"github.com/platforma/platforma/services/oplog/internal/wire"
-)
-
-// The server's limits (see the server's ingest package); the SDK truncates
-// to them rather than have a row refused for one long field.
-const (
-	maxAccountID    = 255
-	maxResourceID   = 255
-	maxErrorType    = 64
-	maxErrorMessage = 4096
-	maxProxy        = 255
-	maxUserAgent    = 512
 )
 
 // maxInternalAttempts bounds retries of errors that may be permanent
@@ -175,9 +162,9 @@ func retryDelay(err error) time.Duration {
 }
 
 // appendLog appends the fields of the OperationLog sent for a record:
-// text made valid for the server (UTF-8, no NUL, no control characters in
-// identifiers) and truncated to its limits; zero values left out, as
-// proto3 encoders do.
+// text sanitised by the rule of its kind (services/kit/validate), the
+// same rule the server checks, so sloppy text is stored rather than
+// refused; zero values left out, as proto3 encoders do.
 func appendLog(b []byte, r *record) []byte {
 	e := &r.entry
 	str := func(num protowire.Number, s string) {
@@ -203,16 +190,16 @@ func appendLog(b []byte, r *record) []byte {
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendBytes(b, id[:])
 	str(2, e.UserID)
-	str(3, identifier(e.PlatformAccountID, maxAccountID))
+	str(3, validate.Identifier.Sanitize(e.PlatformAccountID))
 	varint(4, uint64(e.OperationType))
-	str(5, identifier(e.ResourceID, maxResourceID))
+	str(5, validate.Identifier.Sanitize(e.ResourceID))
 	varint(6, uint64(e.Outcome))
 	if e.ErrorCode != nil {
 		b = protowire.AppendTag(b, 7, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(int64(*e.ErrorCode)))
 	}
-	str(8, identifier(e.ErrorType, maxErrorType))
-	str(9, freeText(e.ErrorMessage, maxErrorMessage))
+	str(8, validate.Code.Sanitize(e.ErrorType))
+	str(9, validate.Message.Sanitize(e.ErrorMessage))
 	if e.ExecutionTime > 0 {
 		b = protowire.AppendTag(b, 10, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(min(e.ExecutionTime.Milliseconds(), 24*60*60*1000))) // sub-millisecond is 0
@@ -222,8 +209,8 @@ func appendLog(b []byte, r *record) []byte {
 	if e.SessionRefreshed {
 		varint(13, 1)
 	}
-	str(14, identifier(e.ProxyUsed, maxProxy))
-	str(15, freeText(e.UserAgent, maxUserAgent))
+	str(14, validate.Identifier.Sanitize(e.ProxyUsed))
+	str(15, validate.UserAgent.Sanitize(e.UserAgent))
 	message(16, r.request)
 	message(17, r.response)
 	if r.span.HasTraceID() {
@@ -258,39 +245,4 @@ func uuidString(dst []byte, id [16]byte) {
 	hex.Encode(dst[19:23], id[8:10])
 	dst[23] = '-'
 	hex.Encode(dst[24:], id[10:])
-}
-
-// freeText makes s valid UTF-8 without NUL and at most max bytes.
-func freeText(s string, max int) string {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 && len(s) <= max {
-		return s
-	}
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-	return truncate(s, max)
-}
-
-// identifier is freeText that also replaces control characters.
-func identifier(s string, max int) string {
-	s = freeText(s, max)
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
-		return s
-	}
-	return truncate(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '\uFFFD'
-		}
-		return r
-	}, s), max)
-}
-
-// truncate cuts s to at most max bytes on a rune boundary.
-func truncate(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
 }

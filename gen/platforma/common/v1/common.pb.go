@@ -134,9 +134,9 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 type FieldViolation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Path of the field, e.g. "requests[3].user_id" or "user_id".
-	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	Field string `protobuf:"bytes,1,opt,name=field" json:"field,omitempty"`
 	// Why the value was refused, in plain words.
-	Description   string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Description   string `protobuf:"bytes,2,opt,name=description" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -192,11 +192,11 @@ type ItemError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A canonical gRPC status code (google.rpc.Code), for example
 	// 3 (INVALID_ARGUMENT), 5 (NOT_FOUND) or 9 (FAILED_PRECONDITION).
-	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Code int32 `protobuf:"varint,1,opt,name=code" json:"code,omitempty"`
 	// Human-readable summary.
-	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message" json:"message,omitempty"`
 	// Set when code is INVALID_ARGUMENT: the fields at fault.
-	FieldViolations []*FieldViolation `protobuf:"bytes,3,rep,name=field_violations,json=fieldViolations,proto3" json:"field_violations,omitempty"`
+	FieldViolations []*FieldViolation `protobuf:"bytes,3,rep,name=field_violations,json=fieldViolations" json:"field_violations,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -271,7 +271,7 @@ const file_platforma_common_v1_common_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x02BAZ?github.com/platforma/platforma/gen/platforma/common/v1;commonv1b\x06proto3"
+	"\x0eOUTCOME_FAILED\x10\x02BHZ?github.com/platforma/platforma/gen/platforma/common/v1;commonv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_platforma_common_v1_common_proto_rawDescOnce sync.Once

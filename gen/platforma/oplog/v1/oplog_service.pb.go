@@ -158,48 +158,48 @@ type OperationLog struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. UUID (the SDK assigns UUIDv7); with create_time, the
 	// idempotency key of the row.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// Required. UUID of the platforma user.
-	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId" json:"user_id,omitempty"`
 	// The account's identifier on the platform.
-	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId,proto3" json:"platform_account_id,omitempty"`
+	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId" json:"platform_account_id,omitempty"`
 	// Required. What was done.
-	OperationType OperationType `protobuf:"varint,4,opt,name=operation_type,json=operationType,proto3,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
+	OperationType OperationType `protobuf:"varint,4,opt,name=operation_type,json=operationType,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
 	// What it was done to (shop id, review id, ...).
-	ResourceId string `protobuf:"bytes,5,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`
+	ResourceId string `protobuf:"bytes,5,opt,name=resource_id,json=resourceId" json:"resource_id,omitempty"`
 	// Required. SUCCESS or FAILED.
-	Outcome v1.Outcome `protobuf:"varint,6,opt,name=outcome,proto3,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
+	Outcome v1.Outcome `protobuf:"varint,6,opt,name=outcome,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
 	// Numeric error code reported by the platform or the worker, if any.
-	ErrorCode *int32 `protobuf:"varint,7,opt,name=error_code,json=errorCode,proto3,oneof" json:"error_code,omitempty"`
+	ErrorCode *int32 `protobuf:"varint,7,opt,name=error_code,json=errorCode" json:"error_code,omitempty"`
 	// Error class, e.g. "TIMEOUT", "SELECTOR_NOT_FOUND", "AUTH_REQUIRED".
-	ErrorType string `protobuf:"bytes,8,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	ErrorType string `protobuf:"bytes,8,opt,name=error_type,json=errorType" json:"error_type,omitempty"`
 	// Error message.
-	ErrorMessage string `protobuf:"bytes,9,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorMessage string `protobuf:"bytes,9,opt,name=error_message,json=errorMessage" json:"error_message,omitempty"`
 	// How long the operation took, in milliseconds.
-	ExecutionTimeMs *int64 `protobuf:"varint,10,opt,name=execution_time_ms,json=executionTimeMs,proto3,oneof" json:"execution_time_ms,omitempty"`
+	ExecutionTimeMs *int64 `protobuf:"varint,10,opt,name=execution_time_ms,json=executionTimeMs" json:"execution_time_ms,omitempty"`
 	// How many retries the worker made.
-	RetryCount int32 `protobuf:"varint,11,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
+	RetryCount int32 `protobuf:"varint,11,opt,name=retry_count,json=retryCount" json:"retry_count,omitempty"`
 	// The auth type the worker saw on the login page, if any.
-	AuthTypeDetected v1.AuthType `protobuf:"varint,12,opt,name=auth_type_detected,json=authTypeDetected,proto3,enum=platforma.common.v1.AuthType" json:"auth_type_detected,omitempty"`
+	AuthTypeDetected v1.AuthType `protobuf:"varint,12,opt,name=auth_type_detected,json=authTypeDetected,enum=platforma.common.v1.AuthType" json:"auth_type_detected,omitempty"`
 	// Whether the worker refreshed the session during the operation.
-	SessionRefreshed bool `protobuf:"varint,13,opt,name=session_refreshed,json=sessionRefreshed,proto3" json:"session_refreshed,omitempty"`
+	SessionRefreshed bool `protobuf:"varint,13,opt,name=session_refreshed,json=sessionRefreshed" json:"session_refreshed,omitempty"`
 	// Identifier of the proxy used, if any.
-	ProxyUsed string `protobuf:"bytes,14,opt,name=proxy_used,json=proxyUsed,proto3" json:"proxy_used,omitempty"`
+	ProxyUsed string `protobuf:"bytes,14,opt,name=proxy_used,json=proxyUsed" json:"proxy_used,omitempty"`
 	// User agent of the browser.
-	UserAgent string `protobuf:"bytes,15,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	UserAgent string `protobuf:"bytes,15,opt,name=user_agent,json=userAgent" json:"user_agent,omitempty"`
 	// The request, with sensitive keys redacted (by the SDK and again by the
 	// server).
-	RequestPayload *structpb.Struct `protobuf:"bytes,16,opt,name=request_payload,json=requestPayload,proto3" json:"request_payload,omitempty"`
+	RequestPayload *structpb.Struct `protobuf:"bytes,16,opt,name=request_payload,json=requestPayload" json:"request_payload,omitempty"`
 	// A summary of the response.
-	ResponseSummary *structpb.Struct `protobuf:"bytes,17,opt,name=response_summary,json=responseSummary,proto3" json:"response_summary,omitempty"`
+	ResponseSummary *structpb.Struct `protobuf:"bytes,17,opt,name=response_summary,json=responseSummary" json:"response_summary,omitempty"`
 	// W3C trace id (32 hex characters) of the operation's trace, if any.
-	TraceId string `protobuf:"bytes,18,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	TraceId string `protobuf:"bytes,18,opt,name=trace_id,json=traceId" json:"trace_id,omitempty"`
 	// W3C span id (16 hex characters) of the span that performed the
 	// operation, if any; needs trace_id. Spans of other services that act on
 	// the row (the login relay) link to it.
-	SpanId string `protobuf:"bytes,20,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	SpanId string `protobuf:"bytes,20,opt,name=span_id,json=spanId" json:"span_id,omitempty"`
 	// Required. When the operation happened; decides the row's partition.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -379,7 +379,7 @@ type IngestRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Rows of this message. Their indexes in the stream continue from the
 	// previous message: the first row of the stream has index 0.
-	Logs          []*OperationLog `protobuf:"bytes,1,rep,name=logs,proto3" json:"logs,omitempty"`
+	Logs          []*OperationLog `protobuf:"bytes,1,rep,name=logs" json:"logs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -425,11 +425,11 @@ func (x *IngestRequest) GetLogs() []*OperationLog {
 type IngestResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Rows newly stored.
-	Accepted int64 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Accepted int64 `protobuf:"varint,1,opt,name=accepted" json:"accepted,omitempty"`
 	// Rows whose (id, create_time) was already stored; nothing changed.
-	Duplicates int64 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	Duplicates int64 `protobuf:"varint,2,opt,name=duplicates" json:"duplicates,omitempty"`
 	// Rows refused, each with the reason. Resending them will not help.
-	Rejected      []*RejectedLog `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	Rejected      []*RejectedLog `protobuf:"bytes,3,rep,name=rejected" json:"rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,13 +489,13 @@ func (x *IngestResponse) GetRejected() []*RejectedLog {
 type RejectedLog struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Index of the row in the stream, counting from 0 across all messages.
-	Index int64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Index int64 `protobuf:"varint,1,opt,name=index" json:"index,omitempty"`
 	// The row's id as sent (may be empty or invalid).
-	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,2,opt,name=id" json:"id,omitempty"`
 	// The offending field, e.g. "request_payload".
-	Field string `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
+	Field string `protobuf:"bytes,3,opt,name=field" json:"field,omitempty"`
 	// Why it was refused.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -562,25 +562,25 @@ func (x *RejectedLog) GetReason() string {
 type ListOperationLogsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this user (UUID).
-	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId" json:"user_id,omitempty"`
 	// Only this platform account.
-	PlatformAccountId string `protobuf:"bytes,2,opt,name=platform_account_id,json=platformAccountId,proto3" json:"platform_account_id,omitempty"`
+	PlatformAccountId string `protobuf:"bytes,2,opt,name=platform_account_id,json=platformAccountId" json:"platform_account_id,omitempty"`
 	// Only this operation type.
-	OperationType OperationType `protobuf:"varint,3,opt,name=operation_type,json=operationType,proto3,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
+	OperationType OperationType `protobuf:"varint,3,opt,name=operation_type,json=operationType,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
 	// Only this outcome.
-	Outcome v1.Outcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
+	Outcome v1.Outcome `protobuf:"varint,4,opt,name=outcome,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
 	// Only this error type.
-	ErrorType string `protobuf:"bytes,5,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	ErrorType string `protobuf:"bytes,5,opt,name=error_type,json=errorType" json:"error_type,omitempty"`
 	// Only this proxy.
-	ProxyUsed string `protobuf:"bytes,6,opt,name=proxy_used,json=proxyUsed,proto3" json:"proxy_used,omitempty"`
+	ProxyUsed string `protobuf:"bytes,6,opt,name=proxy_used,json=proxyUsed" json:"proxy_used,omitempty"`
 	// Start of the time range (inclusive). Defaults to until minus 7 days.
-	Since *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since" json:"since,omitempty"`
 	// End of the time range (exclusive). Defaults to now.
-	Until *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=until,proto3" json:"until,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=until" json:"until,omitempty"`
 	// Maximum number of rows: default 50, at most 1,000.
-	PageSize int32 `protobuf:"varint,9,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,9,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
 	// next_page_token of the previous page; only valid with the same filter.
-	PageToken     string `protobuf:"bytes,10,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken     string `protobuf:"bytes,10,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -689,9 +689,9 @@ func (x *ListOperationLogsRequest) GetPageToken() string {
 type ListOperationLogsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Logs, newest first.
-	OperationLogs []*OperationLog `protobuf:"bytes,1,rep,name=operation_logs,json=operationLogs,proto3" json:"operation_logs,omitempty"`
+	OperationLogs []*OperationLog `protobuf:"bytes,1,rep,name=operation_logs,json=operationLogs" json:"operation_logs,omitempty"`
 	// Token for the next page; empty on the last page.
-	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -744,11 +744,12 @@ func (x *ListOperationLogsResponse) GetNextPageToken() string {
 type GetOperationStatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Start of the window (inclusive).
-	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
-	// Required. End of the window (exclusive).
-	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since" json:"since,omitempty"`
+	// Required. End of the window (exclusive). A later time than the
+	// server's clock plus 5 minutes (no row is newer) counts as that.
+	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until" json:"until,omitempty"`
 	// Optional. Only this operation type.
-	OperationType OperationType `protobuf:"varint,3,opt,name=operation_type,json=operationType,proto3,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
+	OperationType OperationType `protobuf:"varint,3,opt,name=operation_type,json=operationType,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -808,12 +809,12 @@ func (x *GetOperationStatsRequest) GetOperationType() OperationType {
 type GetOperationStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Statistics per operation type, in OperationType order.
-	Stats []*OperationStats `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	Stats []*OperationStats `protobuf:"bytes,1,rep,name=stats" json:"stats,omitempty"`
 	// The window the statistics cover: the request's, widened to whole
 	// hours (statistics are kept per hour).
-	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since" json:"since,omitempty"`
 	// End of the window (exclusive).
-	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -873,21 +874,21 @@ func (x *GetOperationStatsResponse) GetUntil() *timestamppb.Timestamp {
 type OperationStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The operation type.
-	OperationType OperationType `protobuf:"varint,1,opt,name=operation_type,json=operationType,proto3,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
+	OperationType OperationType `protobuf:"varint,1,opt,name=operation_type,json=operationType,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
 	// Operations in the window.
-	Total int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Total int64 `protobuf:"varint,2,opt,name=total" json:"total,omitempty"`
 	// Operations that succeeded.
-	SuccessCount int64 `protobuf:"varint,3,opt,name=success_count,json=successCount,proto3" json:"success_count,omitempty"`
+	SuccessCount int64 `protobuf:"varint,3,opt,name=success_count,json=successCount" json:"success_count,omitempty"`
 	// success_count / total, between 0 and 1.
-	SuccessRate float64 `protobuf:"fixed64,4,opt,name=success_rate,json=successRate,proto3" json:"success_rate,omitempty"`
+	SuccessRate float64 `protobuf:"fixed64,4,opt,name=success_rate,json=successRate" json:"success_rate,omitempty"`
 	// Failures per error type, most frequent first.
-	Errors []*ErrorTypeCount `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []*ErrorTypeCount `protobuf:"bytes,5,rep,name=errors" json:"errors,omitempty"`
 	// Median execution time in milliseconds.
-	P50ExecutionTimeMs float64 `protobuf:"fixed64,6,opt,name=p50_execution_time_ms,json=p50ExecutionTimeMs,proto3" json:"p50_execution_time_ms,omitempty"`
+	P50ExecutionTimeMs float64 `protobuf:"fixed64,6,opt,name=p50_execution_time_ms,json=p50ExecutionTimeMs" json:"p50_execution_time_ms,omitempty"`
 	// 95th percentile of execution time in milliseconds.
-	P95ExecutionTimeMs float64 `protobuf:"fixed64,7,opt,name=p95_execution_time_ms,json=p95ExecutionTimeMs,proto3" json:"p95_execution_time_ms,omitempty"`
+	P95ExecutionTimeMs float64 `protobuf:"fixed64,7,opt,name=p95_execution_time_ms,json=p95ExecutionTimeMs" json:"p95_execution_time_ms,omitempty"`
 	// 99th percentile of execution time in milliseconds.
-	P99ExecutionTimeMs float64 `protobuf:"fixed64,8,opt,name=p99_execution_time_ms,json=p99ExecutionTimeMs,proto3" json:"p99_execution_time_ms,omitempty"`
+	P99ExecutionTimeMs float64 `protobuf:"fixed64,8,opt,name=p99_execution_time_ms,json=p99ExecutionTimeMs" json:"p99_execution_time_ms,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -982,9 +983,9 @@ func (x *OperationStats) GetP99ExecutionTimeMs() float64 {
 type ErrorTypeCount struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The error type; empty for failures that reported none.
-	ErrorType string `protobuf:"bytes,1,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	ErrorType string `protobuf:"bytes,1,opt,name=error_type,json=errorType" json:"error_type,omitempty"`
 	// Failures with it.
-	Count         int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Count         int64 `protobuf:"varint,2,opt,name=count" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1037,9 +1038,10 @@ func (x *ErrorTypeCount) GetCount() int64 {
 type GetProxyStatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Start of the window (inclusive).
-	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
-	// Required. End of the window (exclusive).
-	Until         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since" json:"since,omitempty"`
+	// Required. End of the window (exclusive). A later time than the
+	// server's clock plus 5 minutes (no row is newer) counts as that.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1092,11 +1094,12 @@ func (x *GetProxyStatsRequest) GetUntil() *timestamppb.Timestamp {
 type GetProxyStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Statistics per proxy, highest success rate first.
-	Proxies []*ProxyStats `protobuf:"bytes,1,rep,name=proxies,proto3" json:"proxies,omitempty"`
-	// The window covered: the request's, widened to whole hours.
-	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Proxies []*ProxyStats `protobuf:"bytes,1,rep,name=proxies" json:"proxies,omitempty"`
+	// The window covered: the request's, ended no later than the server's
+	// clock plus 5 minutes and widened to whole hours.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since" json:"since,omitempty"`
 	// End of the window (exclusive).
-	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1156,15 +1159,15 @@ func (x *GetProxyStatsResponse) GetUntil() *timestamppb.Timestamp {
 type ProxyStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The proxy identifier.
-	ProxyUsed string `protobuf:"bytes,1,opt,name=proxy_used,json=proxyUsed,proto3" json:"proxy_used,omitempty"`
+	ProxyUsed string `protobuf:"bytes,1,opt,name=proxy_used,json=proxyUsed" json:"proxy_used,omitempty"`
 	// Operations through it.
-	Total int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Total int64 `protobuf:"varint,2,opt,name=total" json:"total,omitempty"`
 	// Operations that succeeded.
-	SuccessCount int64 `protobuf:"varint,3,opt,name=success_count,json=successCount,proto3" json:"success_count,omitempty"`
+	SuccessCount int64 `protobuf:"varint,3,opt,name=success_count,json=successCount" json:"success_count,omitempty"`
 	// success_count / total, between 0 and 1.
-	SuccessRate float64 `protobuf:"fixed64,4,opt,name=success_rate,json=successRate,proto3" json:"success_rate,omitempty"`
+	SuccessRate float64 `protobuf:"fixed64,4,opt,name=success_rate,json=successRate" json:"success_rate,omitempty"`
 	// Mean execution time in milliseconds.
-	MeanExecutionTimeMs float64 `protobuf:"fixed64,5,opt,name=mean_execution_time_ms,json=meanExecutionTimeMs,proto3" json:"mean_execution_time_ms,omitempty"`
+	MeanExecutionTimeMs float64 `protobuf:"fixed64,5,opt,name=mean_execution_time_ms,json=meanExecutionTimeMs" json:"mean_execution_time_ms,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -1238,13 +1241,14 @@ func (x *ProxyStats) GetMeanExecutionTimeMs() float64 {
 type GetFailureRateSeriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Start of the window (inclusive), truncated to the bucket.
-	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
-	// Required. End of the window (exclusive).
-	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since" json:"since,omitempty"`
+	// Required. End of the window (exclusive). A later time than the
+	// server's clock plus 5 minutes (no row is newer) counts as that.
+	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until" json:"until,omitempty"`
 	// Required. HOUR or DAY.
-	Bucket TimeBucket `protobuf:"varint,3,opt,name=bucket,proto3,enum=platforma.oplog.v1.TimeBucket" json:"bucket,omitempty"`
+	Bucket TimeBucket `protobuf:"varint,3,opt,name=bucket,enum=platforma.oplog.v1.TimeBucket" json:"bucket,omitempty"`
 	// Optional. Only this operation type.
-	OperationType OperationType `protobuf:"varint,4,opt,name=operation_type,json=operationType,proto3,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
+	OperationType OperationType `protobuf:"varint,4,opt,name=operation_type,json=operationType,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1312,11 +1316,12 @@ type GetFailureRateSeriesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Points ordered by bucket_start, then operation_type; buckets without
 	// operations are omitted.
-	Points []*FailureRatePoint `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
-	// The window covered: the request's, widened to whole buckets.
-	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Points []*FailureRatePoint `protobuf:"bytes,1,rep,name=points" json:"points,omitempty"`
+	// The window covered: the request's, ended no later than the server's
+	// clock plus 5 minutes and widened to whole buckets.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since" json:"since,omitempty"`
 	// End of the window (exclusive).
-	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1376,15 +1381,15 @@ func (x *GetFailureRateSeriesResponse) GetUntil() *timestamppb.Timestamp {
 type FailureRatePoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Start of the bucket.
-	BucketStart *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=bucket_start,json=bucketStart,proto3" json:"bucket_start,omitempty"`
+	BucketStart *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=bucket_start,json=bucketStart" json:"bucket_start,omitempty"`
 	// The operation type.
-	OperationType OperationType `protobuf:"varint,2,opt,name=operation_type,json=operationType,proto3,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
+	OperationType OperationType `protobuf:"varint,2,opt,name=operation_type,json=operationType,enum=platforma.oplog.v1.OperationType" json:"operation_type,omitempty"`
 	// Operations in the bucket.
-	Total int64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	Total int64 `protobuf:"varint,3,opt,name=total" json:"total,omitempty"`
 	// Operations that failed.
-	Failed int64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	Failed int64 `protobuf:"varint,4,opt,name=failed" json:"failed,omitempty"`
 	// failed / total, between 0 and 1.
-	FailureRate   float64 `protobuf:"fixed64,5,opt,name=failure_rate,json=failureRate,proto3" json:"failure_rate,omitempty"`
+	FailureRate   float64 `protobuf:"fixed64,5,opt,name=failure_rate,json=failureRate" json:"failure_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1454,11 +1459,343 @@ func (x *FailureRatePoint) GetFailureRate() float64 {
 	return 0
 }
 
+// ListLoginDeadLettersRequest pages through the dead letters.
+type ListLoginDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many (default 50, at most 1,000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
+	// next_page_token of the previous page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLoginDeadLettersRequest) Reset() {
+	*x = ListLoginDeadLettersRequest{}
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLoginDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLoginDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListLoginDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLoginDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListLoginDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_platforma_oplog_v1_oplog_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListLoginDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListLoginDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListLoginDeadLettersResponse is one page of dead letters.
+type ListLoginDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ordered by event_id.
+	LoginDeadLetters []*LoginDeadLetter `protobuf:"bytes,1,rep,name=login_dead_letters,json=loginDeadLetters" json:"login_dead_letters,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLoginDeadLettersResponse) Reset() {
+	*x = ListLoginDeadLettersResponse{}
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLoginDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLoginDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListLoginDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLoginDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListLoginDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_platforma_oplog_v1_oplog_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListLoginDeadLettersResponse) GetLoginDeadLetters() []*LoginDeadLetter {
+	if x != nil {
+		return x.LoginDeadLetters
+	}
+	return nil
+}
+
+func (x *ListLoginDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// LoginDeadLetter is a login outcome of the log that ProfileService refused
+// for good.
+type LoginDeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log row's id, ProfileService's event_id.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId" json:"event_id,omitempty"`
+	// The row's user.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId" json:"user_id,omitempty"`
+	// The row's platform account.
+	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId" json:"platform_account_id,omitempty"`
+	// The row's outcome.
+	Outcome v1.Outcome `protobuf:"varint,4,opt,name=outcome,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
+	// The auth type the worker detected, if any.
+	AuthType v1.AuthType `protobuf:"varint,5,opt,name=auth_type,json=authType,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
+	// The row's create_time: when the login happened.
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=occurred_at,json=occurredAt" json:"occurred_at,omitempty"`
+	// ProfileService's answer: a gRPC code, e.g. "InvalidArgument" (as
+	// grpcurl and the grpc_code label of the servers' metrics spell it).
+	Code string `protobuf:"bytes,7,opt,name=code" json:"code,omitempty"`
+	// ProfileService's message.
+	Reason string `protobuf:"bytes,8,opt,name=reason" json:"reason,omitempty"`
+	// When the relay gave up on it.
+	DeadLetterTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=dead_letter_time,json=deadLetterTime" json:"dead_letter_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *LoginDeadLetter) Reset() {
+	*x = LoginDeadLetter{}
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginDeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginDeadLetter) ProtoMessage() {}
+
+func (x *LoginDeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginDeadLetter.ProtoReflect.Descriptor instead.
+func (*LoginDeadLetter) Descriptor() ([]byte, []int) {
+	return file_platforma_oplog_v1_oplog_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LoginDeadLetter) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *LoginDeadLetter) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *LoginDeadLetter) GetPlatformAccountId() string {
+	if x != nil {
+		return x.PlatformAccountId
+	}
+	return ""
+}
+
+func (x *LoginDeadLetter) GetOutcome() v1.Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return v1.Outcome(0)
+}
+
+func (x *LoginDeadLetter) GetAuthType() v1.AuthType {
+	if x != nil {
+		return x.AuthType
+	}
+	return v1.AuthType(0)
+}
+
+func (x *LoginDeadLetter) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *LoginDeadLetter) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *LoginDeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LoginDeadLetter) GetDeadLetterTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetterTime
+	}
+	return nil
+}
+
+// ReplayLoginDeadLettersRequest names the dead letters to replay.
+type ReplayLoginDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Event ids to replay (at most 1,000). Ids that are not dead letters are
+	// ignored.
+	EventIds []string `protobuf:"bytes,1,rep,name=event_ids,json=eventIds" json:"event_ids,omitempty"`
+	// Replay every dead letter instead; event_ids must then be empty.
+	All           bool `protobuf:"varint,2,opt,name=all" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayLoginDeadLettersRequest) Reset() {
+	*x = ReplayLoginDeadLettersRequest{}
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayLoginDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayLoginDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayLoginDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayLoginDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayLoginDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_platforma_oplog_v1_oplog_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReplayLoginDeadLettersRequest) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
+func (x *ReplayLoginDeadLettersRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// ReplayLoginDeadLettersResponse says what was replayed.
+type ReplayLoginDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead letters moved back to the relay's queue.
+	Replayed      int64 `protobuf:"varint,1,opt,name=replayed" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayLoginDeadLettersResponse) Reset() {
+	*x = ReplayLoginDeadLettersResponse{}
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayLoginDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayLoginDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayLoginDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_oplog_v1_oplog_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayLoginDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayLoginDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_platforma_oplog_v1_oplog_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReplayLoginDeadLettersResponse) GetReplayed() int64 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
 var File_platforma_oplog_v1_oplog_service_proto protoreflect.FileDescriptor
 
 const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\n" +
-	"&platforma/oplog/v1/oplog_service.proto\x12\x12platforma.oplog.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a platforma/common/v1/common.proto\"\x98\a\n" +
+	"&platforma/oplog/v1/oplog_service.proto\x12\x12platforma.oplog.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a platforma/common/v1/common.proto\"\xf7\x06\n" +
 	"\fOperationLog\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12.\n" +
@@ -1466,14 +1803,14 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\x0eoperation_type\x18\x04 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\x12\x1f\n" +
 	"\vresource_id\x18\x05 \x01(\tR\n" +
 	"resourceId\x126\n" +
-	"\aoutcome\x18\x06 \x01(\x0e2\x1c.platforma.common.v1.OutcomeR\aoutcome\x12\"\n" +
+	"\aoutcome\x18\x06 \x01(\x0e2\x1c.platforma.common.v1.OutcomeR\aoutcome\x12$\n" +
 	"\n" +
-	"error_code\x18\a \x01(\x05H\x00R\terrorCode\x88\x01\x01\x12\x1d\n" +
+	"error_code\x18\a \x01(\x05B\x05\xaa\x01\x02\b\x01R\terrorCode\x12\x1d\n" +
 	"\n" +
 	"error_type\x18\b \x01(\tR\terrorType\x12#\n" +
-	"\rerror_message\x18\t \x01(\tR\ferrorMessage\x12/\n" +
+	"\rerror_message\x18\t \x01(\tR\ferrorMessage\x121\n" +
 	"\x11execution_time_ms\x18\n" +
-	" \x01(\x03H\x01R\x0fexecutionTimeMs\x88\x01\x01\x12\x1f\n" +
+	" \x01(\x03B\x05\xaa\x01\x02\b\x01R\x0fexecutionTimeMs\x12\x1f\n" +
 	"\vretry_count\x18\v \x01(\x05R\n" +
 	"retryCount\x12K\n" +
 	"\x12auth_type_detected\x18\f \x01(\x0e2\x1d.platforma.common.v1.AuthTypeR\x10authTypeDetected\x12+\n" +
@@ -1487,9 +1824,7 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\btrace_id\x18\x12 \x01(\tR\atraceId\x12\x17\n" +
 	"\aspan_id\x18\x14 \x01(\tR\x06spanId\x12;\n" +
 	"\vcreate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTimeB\r\n" +
-	"\v_error_codeB\x14\n" +
-	"\x12_execution_time_ms\"E\n" +
+	"createTime\"E\n" +
 	"\rIngestRequest\x124\n" +
 	"\x04logs\x18\x01 \x03(\v2 .platforma.oplog.v1.OperationLogR\x04logs\"\x89\x01\n" +
 	"\x0eIngestResponse\x12\x1a\n" +
@@ -1571,7 +1906,30 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\x0eoperation_type\x18\x02 \x01(\x0e2!.platforma.oplog.v1.OperationTypeR\roperationType\x12\x14\n" +
 	"\x05total\x18\x03 \x01(\x03R\x05total\x12\x16\n" +
 	"\x06failed\x18\x04 \x01(\x03R\x06failed\x12!\n" +
-	"\ffailure_rate\x18\x05 \x01(\x01R\vfailureRate*\x93\x02\n" +
+	"\ffailure_rate\x18\x05 \x01(\x01R\vfailureRate\"Y\n" +
+	"\x1bListLoginDeadLettersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x99\x01\n" +
+	"\x1cListLoginDeadLettersResponse\x12Q\n" +
+	"\x12login_dead_letters\x18\x01 \x03(\v2#.platforma.oplog.v1.LoginDeadLetterR\x10loginDeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x98\x03\n" +
+	"\x0fLoginDeadLetter\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12.\n" +
+	"\x13platform_account_id\x18\x03 \x01(\tR\x11platformAccountId\x126\n" +
+	"\aoutcome\x18\x04 \x01(\x0e2\x1c.platforma.common.v1.OutcomeR\aoutcome\x12:\n" +
+	"\tauth_type\x18\x05 \x01(\x0e2\x1d.platforma.common.v1.AuthTypeR\bauthType\x12;\n" +
+	"\voccurred_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12\x12\n" +
+	"\x04code\x18\a \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12D\n" +
+	"\x10dead_letter_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetterTime\"N\n" +
+	"\x1dReplayLoginDeadLettersRequest\x12\x1b\n" +
+	"\tevent_ids\x18\x01 \x03(\tR\beventIds\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"<\n" +
+	"\x1eReplayLoginDeadLettersResponse\x12\x1a\n" +
+	"\breplayed\x18\x01 \x01(\x03R\breplayed*\x93\x02\n" +
 	"\rOperationType\x12\x1e\n" +
 	"\x1aOPERATION_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aOPERATION_TYPE_CHECK_LOGIN\x10\x01\x12#\n" +
@@ -1585,13 +1943,15 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"TimeBucket\x12\x1b\n" +
 	"\x17TIME_BUCKET_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TIME_BUCKET_HOUR\x10\x01\x12\x13\n" +
-	"\x0fTIME_BUCKET_DAY\x10\x022\xa6\x04\n" +
+	"\x0fTIME_BUCKET_DAY\x10\x022\xa2\x06\n" +
 	"\fOpLogService\x12Q\n" +
 	"\x06Ingest\x12!.platforma.oplog.v1.IngestRequest\x1a\".platforma.oplog.v1.IngestResponse(\x01\x12p\n" +
 	"\x11ListOperationLogs\x12,.platforma.oplog.v1.ListOperationLogsRequest\x1a-.platforma.oplog.v1.ListOperationLogsResponse\x12p\n" +
 	"\x11GetOperationStats\x12,.platforma.oplog.v1.GetOperationStatsRequest\x1a-.platforma.oplog.v1.GetOperationStatsResponse\x12d\n" +
 	"\rGetProxyStats\x12(.platforma.oplog.v1.GetProxyStatsRequest\x1a).platforma.oplog.v1.GetProxyStatsResponse\x12y\n" +
-	"\x14GetFailureRateSeries\x12/.platforma.oplog.v1.GetFailureRateSeriesRequest\x1a0.platforma.oplog.v1.GetFailureRateSeriesResponseB?Z=github.com/platforma/platforma/gen/platforma/oplog/v1;oplogv1b\x06proto3"
+	"\x14GetFailureRateSeries\x12/.platforma.oplog.v1.GetFailureRateSeriesRequest\x1a0.platforma.oplog.v1.GetFailureRateSeriesResponse\x12y\n" +
+	"\x14ListLoginDeadLetters\x12/.platforma.oplog.v1.ListLoginDeadLettersRequest\x1a0.platforma.oplog.v1.ListLoginDeadLettersResponse\x12\x7f\n" +
+	"\x16ReplayLoginDeadLetters\x121.platforma.oplog.v1.ReplayLoginDeadLettersRequest\x1a2.platforma.oplog.v1.ReplayLoginDeadLettersResponseBFZ=github.com/platforma/platforma/gen/platforma/oplog/v1;oplogv1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_platforma_oplog_v1_oplog_service_proto_rawDescOnce sync.Once
@@ -1606,82 +1966,96 @@ func file_platforma_oplog_v1_oplog_service_proto_rawDescGZIP() []byte {
 }
 
 var file_platforma_oplog_v1_oplog_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_platforma_oplog_v1_oplog_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_platforma_oplog_v1_oplog_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_platforma_oplog_v1_oplog_service_proto_goTypes = []any{
-	(OperationType)(0),                   // 0: platforma.oplog.v1.OperationType
-	(TimeBucket)(0),                      // 1: platforma.oplog.v1.TimeBucket
-	(*OperationLog)(nil),                 // 2: platforma.oplog.v1.OperationLog
-	(*IngestRequest)(nil),                // 3: platforma.oplog.v1.IngestRequest
-	(*IngestResponse)(nil),               // 4: platforma.oplog.v1.IngestResponse
-	(*RejectedLog)(nil),                  // 5: platforma.oplog.v1.RejectedLog
-	(*ListOperationLogsRequest)(nil),     // 6: platforma.oplog.v1.ListOperationLogsRequest
-	(*ListOperationLogsResponse)(nil),    // 7: platforma.oplog.v1.ListOperationLogsResponse
-	(*GetOperationStatsRequest)(nil),     // 8: platforma.oplog.v1.GetOperationStatsRequest
-	(*GetOperationStatsResponse)(nil),    // 9: platforma.oplog.v1.GetOperationStatsResponse
-	(*OperationStats)(nil),               // 10: platforma.oplog.v1.OperationStats
-	(*ErrorTypeCount)(nil),               // 11: platforma.oplog.v1.ErrorTypeCount
-	(*GetProxyStatsRequest)(nil),         // 12: platforma.oplog.v1.GetProxyStatsRequest
-	(*GetProxyStatsResponse)(nil),        // 13: platforma.oplog.v1.GetProxyStatsResponse
-	(*ProxyStats)(nil),                   // 14: platforma.oplog.v1.ProxyStats
-	(*GetFailureRateSeriesRequest)(nil),  // 15: platforma.oplog.v1.GetFailureRateSeriesRequest
-	(*GetFailureRateSeriesResponse)(nil), // 16: platforma.oplog.v1.GetFailureRateSeriesResponse
-	(*FailureRatePoint)(nil),             // 17: platforma.oplog.v1.FailureRatePoint
-	(v1.Outcome)(0),                      // 18: platforma.common.v1.Outcome
-	(v1.AuthType)(0),                     // 19: platforma.common.v1.AuthType
-	(*structpb.Struct)(nil),              // 20: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),        // 21: google.protobuf.Timestamp
+	(OperationType)(0),                     // 0: platforma.oplog.v1.OperationType
+	(TimeBucket)(0),                        // 1: platforma.oplog.v1.TimeBucket
+	(*OperationLog)(nil),                   // 2: platforma.oplog.v1.OperationLog
+	(*IngestRequest)(nil),                  // 3: platforma.oplog.v1.IngestRequest
+	(*IngestResponse)(nil),                 // 4: platforma.oplog.v1.IngestResponse
+	(*RejectedLog)(nil),                    // 5: platforma.oplog.v1.RejectedLog
+	(*ListOperationLogsRequest)(nil),       // 6: platforma.oplog.v1.ListOperationLogsRequest
+	(*ListOperationLogsResponse)(nil),      // 7: platforma.oplog.v1.ListOperationLogsResponse
+	(*GetOperationStatsRequest)(nil),       // 8: platforma.oplog.v1.GetOperationStatsRequest
+	(*GetOperationStatsResponse)(nil),      // 9: platforma.oplog.v1.GetOperationStatsResponse
+	(*OperationStats)(nil),                 // 10: platforma.oplog.v1.OperationStats
+	(*ErrorTypeCount)(nil),                 // 11: platforma.oplog.v1.ErrorTypeCount
+	(*GetProxyStatsRequest)(nil),           // 12: platforma.oplog.v1.GetProxyStatsRequest
+	(*GetProxyStatsResponse)(nil),          // 13: platforma.oplog.v1.GetProxyStatsResponse
+	(*ProxyStats)(nil),                     // 14: platforma.oplog.v1.ProxyStats
+	(*GetFailureRateSeriesRequest)(nil),    // 15: platforma.oplog.v1.GetFailureRateSeriesRequest
+	(*GetFailureRateSeriesResponse)(nil),   // 16: platforma.oplog.v1.GetFailureRateSeriesResponse
+	(*FailureRatePoint)(nil),               // 17: platforma.oplog.v1.FailureRatePoint
+	(*ListLoginDeadLettersRequest)(nil),    // 18: platforma.oplog.v1.ListLoginDeadLettersRequest
+	(*ListLoginDeadLettersResponse)(nil),   // 19: platforma.oplog.v1.ListLoginDeadLettersResponse
+	(*LoginDeadLetter)(nil),                // 20: platforma.oplog.v1.LoginDeadLetter
+	(*ReplayLoginDeadLettersRequest)(nil),  // 21: platforma.oplog.v1.ReplayLoginDeadLettersRequest
+	(*ReplayLoginDeadLettersResponse)(nil), // 22: platforma.oplog.v1.ReplayLoginDeadLettersResponse
+	(v1.Outcome)(0),                        // 23: platforma.common.v1.Outcome
+	(v1.AuthType)(0),                       // 24: platforma.common.v1.AuthType
+	(*structpb.Struct)(nil),                // 25: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),          // 26: google.protobuf.Timestamp
 }
 var file_platforma_oplog_v1_oplog_service_proto_depIdxs = []int32{
 	0,  // 0: platforma.oplog.v1.OperationLog.operation_type:type_name -> platforma.oplog.v1.OperationType
-	18, // 1: platforma.oplog.v1.OperationLog.outcome:type_name -> platforma.common.v1.Outcome
-	19, // 2: platforma.oplog.v1.OperationLog.auth_type_detected:type_name -> platforma.common.v1.AuthType
-	20, // 3: platforma.oplog.v1.OperationLog.request_payload:type_name -> google.protobuf.Struct
-	20, // 4: platforma.oplog.v1.OperationLog.response_summary:type_name -> google.protobuf.Struct
-	21, // 5: platforma.oplog.v1.OperationLog.create_time:type_name -> google.protobuf.Timestamp
+	23, // 1: platforma.oplog.v1.OperationLog.outcome:type_name -> platforma.common.v1.Outcome
+	24, // 2: platforma.oplog.v1.OperationLog.auth_type_detected:type_name -> platforma.common.v1.AuthType
+	25, // 3: platforma.oplog.v1.OperationLog.request_payload:type_name -> google.protobuf.Struct
+	25, // 4: platforma.oplog.v1.OperationLog.response_summary:type_name -> google.protobuf.Struct
+	26, // 5: platforma.oplog.v1.OperationLog.create_time:type_name -> google.protobuf.Timestamp
 	2,  // 6: platforma.oplog.v1.IngestRequest.logs:type_name -> platforma.oplog.v1.OperationLog
 	5,  // 7: platforma.oplog.v1.IngestResponse.rejected:type_name -> platforma.oplog.v1.RejectedLog
 	0,  // 8: platforma.oplog.v1.ListOperationLogsRequest.operation_type:type_name -> platforma.oplog.v1.OperationType
-	18, // 9: platforma.oplog.v1.ListOperationLogsRequest.outcome:type_name -> platforma.common.v1.Outcome
-	21, // 10: platforma.oplog.v1.ListOperationLogsRequest.since:type_name -> google.protobuf.Timestamp
-	21, // 11: platforma.oplog.v1.ListOperationLogsRequest.until:type_name -> google.protobuf.Timestamp
+	23, // 9: platforma.oplog.v1.ListOperationLogsRequest.outcome:type_name -> platforma.common.v1.Outcome
+	26, // 10: platforma.oplog.v1.ListOperationLogsRequest.since:type_name -> google.protobuf.Timestamp
+	26, // 11: platforma.oplog.v1.ListOperationLogsRequest.until:type_name -> google.protobuf.Timestamp
 	2,  // 12: platforma.oplog.v1.ListOperationLogsResponse.operation_logs:type_name -> platforma.oplog.v1.OperationLog
-	21, // 13: platforma.oplog.v1.GetOperationStatsRequest.since:type_name -> google.protobuf.Timestamp
-	21, // 14: platforma.oplog.v1.GetOperationStatsRequest.until:type_name -> google.protobuf.Timestamp
+	26, // 13: platforma.oplog.v1.GetOperationStatsRequest.since:type_name -> google.protobuf.Timestamp
+	26, // 14: platforma.oplog.v1.GetOperationStatsRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 15: platforma.oplog.v1.GetOperationStatsRequest.operation_type:type_name -> platforma.oplog.v1.OperationType
 	10, // 16: platforma.oplog.v1.GetOperationStatsResponse.stats:type_name -> platforma.oplog.v1.OperationStats
-	21, // 17: platforma.oplog.v1.GetOperationStatsResponse.since:type_name -> google.protobuf.Timestamp
-	21, // 18: platforma.oplog.v1.GetOperationStatsResponse.until:type_name -> google.protobuf.Timestamp
+	26, // 17: platforma.oplog.v1.GetOperationStatsResponse.since:type_name -> google.protobuf.Timestamp
+	26, // 18: platforma.oplog.v1.GetOperationStatsResponse.until:type_name -> google.protobuf.Timestamp
 	0,  // 19: platforma.oplog.v1.OperationStats.operation_type:type_name -> platforma.oplog.v1.OperationType
 	11, // 20: platforma.oplog.v1.OperationStats.errors:type_name -> platforma.oplog.v1.ErrorTypeCount
-	21, // 21: platforma.oplog.v1.GetProxyStatsRequest.since:type_name -> google.protobuf.Timestamp
-	21, // 22: platforma.oplog.v1.GetProxyStatsRequest.until:type_name -> google.protobuf.Timestamp
+	26, // 21: platforma.oplog.v1.GetProxyStatsRequest.since:type_name -> google.protobuf.Timestamp
+	26, // 22: platforma.oplog.v1.GetProxyStatsRequest.until:type_name -> google.protobuf.Timestamp
 	14, // 23: platforma.oplog.v1.GetProxyStatsResponse.proxies:type_name -> platforma.oplog.v1.ProxyStats
-	21, // 24: platforma.oplog.v1.GetProxyStatsResponse.since:type_name -> google.protobuf.Timestamp
-	21, // 25: platforma.oplog.v1.GetProxyStatsResponse.until:type_name -> google.protobuf.Timestamp
-	21, // 26: platforma.oplog.v1.GetFailureRateSeriesRequest.since:type_name -> google.protobuf.Timestamp
-	21, // 27: platforma.oplog.v1.GetFailureRateSeriesRequest.until:type_name -> google.protobuf.Timestamp
+	26, // 24: platforma.oplog.v1.GetProxyStatsResponse.since:type_name -> google.protobuf.Timestamp
+	26, // 25: platforma.oplog.v1.GetProxyStatsResponse.until:type_name -> google.protobuf.Timestamp
+	26, // 26: platforma.oplog.v1.GetFailureRateSeriesRequest.since:type_name -> google.protobuf.Timestamp
+	26, // 27: platforma.oplog.v1.GetFailureRateSeriesRequest.until:type_name -> google.protobuf.Timestamp
 	1,  // 28: platforma.oplog.v1.GetFailureRateSeriesRequest.bucket:type_name -> platforma.oplog.v1.TimeBucket
 	0,  // 29: platforma.oplog.v1.GetFailureRateSeriesRequest.operation_type:type_name -> platforma.oplog.v1.OperationType
 	17, // 30: platforma.oplog.v1.GetFailureRateSeriesResponse.points:type_name -> platforma.oplog.v1.FailureRatePoint
-	21, // 31: platforma.oplog.v1.GetFailureRateSeriesResponse.since:type_name -> google.protobuf.Timestamp
-	21, // 32: platforma.oplog.v1.GetFailureRateSeriesResponse.until:type_name -> google.protobuf.Timestamp
-	21, // 33: platforma.oplog.v1.FailureRatePoint.bucket_start:type_name -> google.protobuf.Timestamp
+	26, // 31: platforma.oplog.v1.GetFailureRateSeriesResponse.since:type_name -> google.protobuf.Timestamp
+	26, // 32: platforma.oplog.v1.GetFailureRateSeriesResponse.until:type_name -> google.protobuf.Timestamp
+	26, // 33: platforma.oplog.v1.FailureRatePoint.bucket_start:type_name -> google.protobuf.Timestamp
 	0,  // 34: platforma.oplog.v1.FailureRatePoint.operation_type:type_name -> platforma.oplog.v1.OperationType
-	3,  // 35: platforma.oplog.v1.OpLogService.Ingest:input_type -> platforma.oplog.v1.IngestRequest
-	6,  // 36: platforma.oplog.v1.OpLogService.ListOperationLogs:input_type -> platforma.oplog.v1.ListOperationLogsRequest
-	8,  // 37: platforma.oplog.v1.OpLogService.GetOperationStats:input_type -> platforma.oplog.v1.GetOperationStatsRequest
-	12, // 38: platforma.oplog.v1.OpLogService.GetProxyStats:input_type -> platforma.oplog.v1.GetProxyStatsRequest
-	15, // 39: platforma.oplog.v1.OpLogService.GetFailureRateSeries:input_type -> platforma.oplog.v1.GetFailureRateSeriesRequest
-	4,  // 40: platforma.oplog.v1.OpLogService.Ingest:output_type -> platforma.oplog.v1.IngestResponse
-	7,  // 41: platforma.oplog.v1.OpLogService.ListOperationLogs:output_type -> platforma.oplog.v1.ListOperationLogsResponse
-	9,  // 42: platforma.oplog.v1.OpLogService.GetOperationStats:output_type -> platforma.oplog.v1.GetOperationStatsResponse
-	13, // 43: platforma.oplog.v1.OpLogService.GetProxyStats:output_type -> platforma.oplog.v1.GetProxyStatsResponse
-	16, // 44: platforma.oplog.v1.OpLogService.GetFailureRateSeries:output_type -> platforma.oplog.v1.GetFailureRateSeriesResponse
-	40, // [40:45] is the sub-list for method output_type
-	35, // [35:40] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	20, // 35: platforma.oplog.v1.ListLoginDeadLettersResponse.login_dead_letters:type_name -> platforma.oplog.v1.LoginDeadLetter
+	23, // 36: platforma.oplog.v1.LoginDeadLetter.outcome:type_name -> platforma.common.v1.Outcome
+	24, // 37: platforma.oplog.v1.LoginDeadLetter.auth_type:type_name -> platforma.common.v1.AuthType
+	26, // 38: platforma.oplog.v1.LoginDeadLetter.occurred_at:type_name -> google.protobuf.Timestamp
+	26, // 39: platforma.oplog.v1.LoginDeadLetter.dead_letter_time:type_name -> google.protobuf.Timestamp
+	3,  // 40: platforma.oplog.v1.OpLogService.Ingest:input_type -> platforma.oplog.v1.IngestRequest
+	6,  // 41: platforma.oplog.v1.OpLogService.ListOperationLogs:input_type -> platforma.oplog.v1.ListOperationLogsRequest
+	8,  // 42: platforma.oplog.v1.OpLogService.GetOperationStats:input_type -> platforma.oplog.v1.GetOperationStatsRequest
+	12, // 43: platforma.oplog.v1.OpLogService.GetProxyStats:input_type -> platforma.oplog.v1.GetProxyStatsRequest
+	15, // 44: platforma.oplog.v1.OpLogService.GetFailureRateSeries:input_type -> platforma.oplog.v1.GetFailureRateSeriesRequest
+	18, // 45: platforma.oplog.v1.OpLogService.ListLoginDeadLetters:input_type -> platforma.oplog.v1.ListLoginDeadLettersRequest
+	21, // 46: platforma.oplog.v1.OpLogService.ReplayLoginDeadLetters:input_type -> platforma.oplog.v1.ReplayLoginDeadLettersRequest
+	4,  // 47: platforma.oplog.v1.OpLogService.Ingest:output_type -> platforma.oplog.v1.IngestResponse
+	7,  // 48: platforma.oplog.v1.OpLogService.ListOperationLogs:output_type -> platforma.oplog.v1.ListOperationLogsResponse
+	9,  // 49: platforma.oplog.v1.OpLogService.GetOperationStats:output_type -> platforma.oplog.v1.GetOperationStatsResponse
+	13, // 50: platforma.oplog.v1.OpLogService.GetProxyStats:output_type -> platforma.oplog.v1.GetProxyStatsResponse
+	16, // 51: platforma.oplog.v1.OpLogService.GetFailureRateSeries:output_type -> platforma.oplog.v1.GetFailureRateSeriesResponse
+	19, // 52: platforma.oplog.v1.OpLogService.ListLoginDeadLetters:output_type -> platforma.oplog.v1.ListLoginDeadLettersResponse
+	22, // 53: platforma.oplog.v1.OpLogService.ReplayLoginDeadLetters:output_type -> platforma.oplog.v1.ReplayLoginDeadLettersResponse
+	47, // [47:54] is the sub-list for method output_type
+	40, // [40:47] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_platforma_oplog_v1_oplog_service_proto_init() }
@@ -1689,14 +2063,13 @@ func file_platforma_oplog_v1_oplog_service_proto_init() {
 	if File_platforma_oplog_v1_oplog_service_proto != nil {
 		return
 	}
-	file_platforma_oplog_v1_oplog_service_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_platforma_oplog_v1_oplog_service_proto_rawDesc), len(file_platforma_oplog_v1_oplog_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

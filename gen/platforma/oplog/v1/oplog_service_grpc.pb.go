@@ -22,11 +22,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OpLogService_Ingest_FullMethodName               = "/platforma.oplog.v1.OpLogService/Ingest"
-	OpLogService_ListOperationLogs_FullMethodName    = "/platforma.oplog.v1.OpLogService/ListOperationLogs"
-	OpLogService_GetOperationStats_FullMethodName    = "/platforma.oplog.v1.OpLogService/GetOperationStats"
-	OpLogService_GetProxyStats_FullMethodName        = "/platforma.oplog.v1.OpLogService/GetProxyStats"
-	OpLogService_GetFailureRateSeries_FullMethodName = "/platforma.oplog.v1.OpLogService/GetFailureRateSeries"
+	OpLogService_Ingest_FullMethodName                 = "/platforma.oplog.v1.OpLogService/Ingest"
+	OpLogService_ListOperationLogs_FullMethodName      = "/platforma.oplog.v1.OpLogService/ListOperationLogs"
+	OpLogService_GetOperationStats_FullMethodName      = "/platforma.oplog.v1.OpLogService/GetOperationStats"
+	OpLogService_GetProxyStats_FullMethodName          = "/platforma.oplog.v1.OpLogService/GetProxyStats"
+	OpLogService_GetFailureRateSeries_FullMethodName   = "/platforma.oplog.v1.OpLogService/GetFailureRateSeries"
+	OpLogService_ListLoginDeadLetters_FullMethodName   = "/platforma.oplog.v1.OpLogService/ListLoginDeadLetters"
+	OpLogService_ReplayLoginDeadLetters_FullMethodName = "/platforma.oplog.v1.OpLogService/ReplayLoginDeadLetters"
 )
 
 // OpLogServiceClient is the client API for OpLogService service.
@@ -63,6 +65,17 @@ type OpLogServiceClient interface {
 	// operation type over [since, until), from roll-ups. Hour buckets cover
 	// at most 92 days, day buckets two years.
 	GetFailureRateSeries(ctx context.Context, in *GetFailureRateSeriesRequest, opts ...grpc.CallOption) (*GetFailureRateSeriesResponse, error)
+	// ListLoginDeadLetters returns the login outcomes ProfileService refused
+	// for good (for example because they had grown older than its
+	// -max-event-age before the relay could deliver them), ordered by
+	// event_id, with keyset pagination. Nothing stored in the log is ever
+	// dropped on its way to ProfileService: it is delivered or listed here.
+	ListLoginDeadLetters(ctx context.Context, in *ListLoginDeadLettersRequest, opts ...grpc.CallOption) (*ListLoginDeadLettersResponse, error)
+	// ReplayLoginDeadLetters moves dead letters back to the relay's queue,
+	// once their cause is fixed. A replayed outcome that is refused again
+	// comes back as a dead letter. Replaying is idempotent: ProfileService
+	// applies an event_id once.
+	ReplayLoginDeadLetters(ctx context.Context, in *ReplayLoginDeadLettersRequest, opts ...grpc.CallOption) (*ReplayLoginDeadLettersResponse, error)
 }
 
 type opLogServiceClient struct {
@@ -126,6 +139,26 @@ func (c *opLogServiceClient) GetFailureRateSeries(ctx context.Context, in *GetFa
 	return out, nil
 }
 
+func (c *opLogServiceClient) ListLoginDeadLetters(ctx context.Context, in *ListLoginDeadLettersRequest, opts ...grpc.CallOption) (*ListLoginDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLoginDeadLettersResponse)
+	err := c.cc.Invoke(ctx, OpLogService_ListLoginDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *opLogServiceClient) ReplayLoginDeadLetters(ctx context.Context, in *ReplayLoginDeadLettersRequest, opts ...grpc.CallOption) (*ReplayLoginDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayLoginDeadLettersResponse)
+	err := c.cc.Invoke(ctx, OpLogService_ReplayLoginDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OpLogServiceServer is the server API for OpLogService service.
 // All implementations must embed UnimplementedOpLogServiceServer
 // for forward compatibility.
@@ -160,6 +193,17 @@ type OpLogServiceServer interface {
 	// operation type over [since, until), from roll-ups. Hour buckets cover
 	// at most 92 days, day buckets two years.
 	GetFailureRateSeries(context.Context, *GetFailureRateSeriesRequest) (*GetFailureRateSeriesResponse, error)
+	// ListLoginDeadLetters returns the login outcomes ProfileService refused
+	// for good (for example because they had grown older than its
+	// -max-event-age before the relay could deliver them), ordered by
+	// event_id, with keyset pagination. Nothing stored in the log is ever
+	// dropped on its way to ProfileService: it is delivered or listed here.
+	ListLoginDeadLetters(context.Context, *ListLoginDeadLettersRequest) (*ListLoginDeadLettersResponse, error)
+	// ReplayLoginDeadLetters moves dead letters back to the relay's queue,
+	// once their cause is fixed. A replayed outcome that is refused again
+	// comes back as a dead letter. Replaying is idempotent: ProfileService
+	// applies an event_id once.
+	ReplayLoginDeadLetters(context.Context, *ReplayLoginDeadLettersRequest) (*ReplayLoginDeadLettersResponse, error)
 	mustEmbedUnimplementedOpLogServiceServer()
 }
 
@@ -184,6 +228,12 @@ func (UnimplementedOpLogServiceServer) GetProxyStats(context.Context, *GetProxyS
 }
 func (UnimplementedOpLogServiceServer) GetFailureRateSeries(context.Context, *GetFailureRateSeriesRequest) (*GetFailureRateSeriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetFailureRateSeries not implemented")
+}
+func (UnimplementedOpLogServiceServer) ListLoginDeadLetters(context.Context, *ListLoginDeadLettersRequest) (*ListLoginDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListLoginDeadLetters not implemented")
+}
+func (UnimplementedOpLogServiceServer) ReplayLoginDeadLetters(context.Context, *ReplayLoginDeadLettersRequest) (*ReplayLoginDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayLoginDeadLetters not implemented")
 }
 func (UnimplementedOpLogServiceServer) mustEmbedUnimplementedOpLogServiceServer() {}
 func (UnimplementedOpLogServiceServer) testEmbeddedByValue()                      {}
@@ -285,6 +335,42 @@ func _OpLogService_GetFailureRateSeries_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OpLogService_ListLoginDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLoginDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpLogServiceServer).ListLoginDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OpLogService_ListLoginDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpLogServiceServer).ListLoginDeadLetters(ctx, req.(*ListLoginDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OpLogService_ReplayLoginDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayLoginDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpLogServiceServer).ReplayLoginDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OpLogService_ReplayLoginDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpLogServiceServer).ReplayLoginDeadLetters(ctx, req.(*ReplayLoginDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OpLogService_ServiceDesc is the grpc.ServiceDesc for OpLogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -307,6 +393,14 @@ var OpLogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetFailureRateSeries",
 			Handler:    _OpLogService_GetFailureRateSeries_Handler,
+		},
+		{
+			MethodName: "ListLoginDeadLetters",
+			Handler:    _OpLogService_ListLoginDeadLetters_Handler,
+		},
+		{
+			MethodName: "ReplayLoginDeadLetters",
+			Handler:    _OpLogService_ReplayLoginDeadLetters_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

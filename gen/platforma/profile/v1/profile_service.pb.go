@@ -89,43 +89,43 @@ func (StabilityGrade) EnumDescriptor() ([]byte, []int) {
 type Profile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned UUID.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// UUID of the platforma user who owns the account.
-	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId" json:"user_id,omitempty"`
 	// The account's identifier on the platform. (user_id, platform_account_id)
 	// is unique.
-	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId,proto3" json:"platform_account_id,omitempty"`
+	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId" json:"platform_account_id,omitempty"`
 	// Last auth type reported for the account; UNSPECIFIED until one is.
-	AuthType v1.AuthType `protobuf:"varint,4,opt,name=auth_type,json=authType,proto3,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
+	AuthType v1.AuthType `protobuf:"varint,4,opt,name=auth_type,json=authType,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
 	// round(success_login_count / total_login_count * 100, 2); 0 when
 	// total_login_count is 0. Range 0-100.
-	SessionStabilityScore float64 `protobuf:"fixed64,5,opt,name=session_stability_score,json=sessionStabilityScore,proto3" json:"session_stability_score,omitempty"`
+	SessionStabilityScore float64 `protobuf:"fixed64,5,opt,name=session_stability_score,json=sessionStabilityScore" json:"session_stability_score,omitempty"`
 	// Grade derived from session_stability_score.
-	Grade StabilityGrade `protobuf:"varint,6,opt,name=grade,proto3,enum=platforma.profile.v1.StabilityGrade" json:"grade,omitempty"`
+	Grade StabilityGrade `protobuf:"varint,6,opt,name=grade,enum=platforma.profile.v1.StabilityGrade" json:"grade,omitempty"`
 	// Number of login outcomes applied.
-	TotalLoginCount int64 `protobuf:"varint,7,opt,name=total_login_count,json=totalLoginCount,proto3" json:"total_login_count,omitempty"`
+	TotalLoginCount int64 `protobuf:"varint,7,opt,name=total_login_count,json=totalLoginCount" json:"total_login_count,omitempty"`
 	// Number of successful outcomes applied.
-	SuccessLoginCount int64 `protobuf:"varint,8,opt,name=success_login_count,json=successLoginCount,proto3" json:"success_login_count,omitempty"`
+	SuccessLoginCount int64 `protobuf:"varint,8,opt,name=success_login_count,json=successLoginCount" json:"success_login_count,omitempty"`
 	// Number of failed outcomes applied.
-	FailedLoginCount int64 `protobuf:"varint,9,opt,name=failed_login_count,json=failedLoginCount,proto3" json:"failed_login_count,omitempty"`
+	FailedLoginCount int64 `protobuf:"varint,9,opt,name=failed_login_count,json=failedLoginCount" json:"failed_login_count,omitempty"`
 	// occurred_at of the newest outcome applied (not of the latest call).
-	LastLoginAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_login_at,json=lastLoginAt,proto3" json:"last_login_at,omitempty"`
+	LastLoginAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_login_at,json=lastLoginAt" json:"last_login_at,omitempty"`
 	// Outcome of the newest outcome applied.
-	LastLoginOutcome v1.Outcome `protobuf:"varint,11,opt,name=last_login_outcome,json=lastLoginOutcome,proto3,enum=platforma.common.v1.Outcome" json:"last_login_outcome,omitempty"`
+	LastLoginOutcome v1.Outcome `protobuf:"varint,11,opt,name=last_login_outcome,json=lastLoginOutcome,enum=platforma.common.v1.Outcome" json:"last_login_outcome,omitempty"`
 	// Up to the 10 newest outcomes by occurred_at, newest first.
-	RecentLogins []*LoginAttempt `protobuf:"bytes,12,rep,name=recent_logins,json=recentLogins,proto3" json:"recent_logins,omitempty"`
+	RecentLogins []*LoginAttempt `protobuf:"bytes,12,rep,name=recent_logins,json=recentLogins" json:"recent_logins,omitempty"`
 	// Number of failures at the head of recent_logins (newest first) before
 	// the first success.
-	ConsecutiveFailures int32 `protobuf:"varint,13,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	ConsecutiveFailures int32 `protobuf:"varint,13,opt,name=consecutive_failures,json=consecutiveFailures" json:"consecutive_failures,omitempty"`
 	// True when the newest N outcomes are all failures (N is a server setting,
 	// 3 by default): the worker should refresh the session.
-	NeedsSessionRefresh bool `protobuf:"varint,14,opt,name=needs_session_refresh,json=needsSessionRefresh,proto3" json:"needs_session_refresh,omitempty"`
+	NeedsSessionRefresh bool `protobuf:"varint,14,opt,name=needs_session_refresh,json=needsSessionRefresh" json:"needs_session_refresh,omitempty"`
 	// When the profile was created.
-	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
 	// When the profile last changed.
-	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
 	// Changes whenever the profile changes; opaque.
-	Etag          string `protobuf:"bytes,17,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag          string `protobuf:"bytes,17,opt,name=etag" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -283,9 +283,9 @@ func (x *Profile) GetEtag() string {
 type LoginAttempt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Outcome of the login.
-	Outcome v1.Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
+	Outcome v1.Outcome `protobuf:"varint,1,opt,name=outcome,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
 	// When the login happened, as reported by the worker.
-	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt" json:"occurred_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -340,20 +340,20 @@ type RecordLoginResultRequest struct {
 	// Required. UUID chosen by the caller for this attempt; the idempotency
 	// key. Ids are remembered for a bounded retention period (documented in
 	// README), long enough for any retry.
-	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId" json:"event_id,omitempty"`
 	// Required. UUID of the platforma user.
-	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId" json:"user_id,omitempty"`
 	// Required. The account's identifier on the platform, 1-255 bytes of
 	// UTF-8 without NUL.
-	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId,proto3" json:"platform_account_id,omitempty"`
+	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId" json:"platform_account_id,omitempty"`
 	// Required. SUCCESS or FAILED.
-	Outcome v1.Outcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
+	Outcome v1.Outcome `protobuf:"varint,4,opt,name=outcome,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
 	// Optional. When set, becomes the profile's auth_type.
-	AuthType v1.AuthType `protobuf:"varint,5,opt,name=auth_type,json=authType,proto3,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
+	AuthType v1.AuthType `protobuf:"varint,5,opt,name=auth_type,json=authType,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
 	// Required. When the login happened; at most a small clock skew in the
 	// future. Outcomes may arrive out of order: the window and last_login_at
 	// follow occurred_at, not arrival order.
-	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=occurred_at,json=occurredAt" json:"occurred_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -434,9 +434,9 @@ func (x *RecordLoginResultRequest) GetOccurredAt() *timestamppb.Timestamp {
 type RecordLoginResultResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The profile after the call.
-	Profile *Profile `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	Profile *Profile `protobuf:"bytes,1,opt,name=profile" json:"profile,omitempty"`
 	// True when event_id had already been applied and nothing changed.
-	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,7 +489,7 @@ func (x *RecordLoginResultResponse) GetDuplicate() bool {
 type BatchRecordLoginResultsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. 1-1,000 items; each validated like a RecordLoginResultRequest.
-	Requests      []*RecordLoginResultRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	Requests      []*RecordLoginResultRequest `protobuf:"bytes,1,rep,name=requests" json:"requests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,7 +535,7 @@ func (x *BatchRecordLoginResultsRequest) GetRequests() []*RecordLoginResultReque
 type BatchRecordLoginResultsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// results[i] answers requests[i].
-	Results       []*RecordLoginResultResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Results       []*RecordLoginResultResult `protobuf:"bytes,1,rep,name=results" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,7 +588,7 @@ type RecordLoginResultResult struct {
 	//	*RecordLoginResultResult_Error
 	Result isRecordLoginResultResult_Result `protobuf_oneof:"result"`
 	// True when the item's event_id had already been applied.
-	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -661,12 +661,12 @@ type isRecordLoginResultResult_Result interface {
 
 type RecordLoginResultResult_Profile struct {
 	// The profile after this item was applied.
-	Profile *Profile `protobuf:"bytes,1,opt,name=profile,proto3,oneof"`
+	Profile *Profile `protobuf:"bytes,1,opt,name=profile,oneof"`
 }
 
 type RecordLoginResultResult_Error struct {
 	// Why this item was not applied.
-	Error *v1.ItemError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+	Error *v1.ItemError `protobuf:"bytes,2,opt,name=error,oneof"`
 }
 
 func (*RecordLoginResultResult_Profile) isRecordLoginResultResult_Result() {}
@@ -677,11 +677,11 @@ func (*RecordLoginResultResult_Error) isRecordLoginResultResult_Result() {}
 type GetProfileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The profile's id. Set either this, or user_id and platform_account_id.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// UUID of the user; together with platform_account_id.
-	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId" json:"user_id,omitempty"`
 	// The account's identifier on the platform; together with user_id.
-	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId,proto3" json:"platform_account_id,omitempty"`
+	PlatformAccountId string `protobuf:"bytes,3,opt,name=platform_account_id,json=platformAccountId" json:"platform_account_id,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -741,7 +741,7 @@ func (x *GetProfileRequest) GetPlatformAccountId() string {
 type GetProfileResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The profile found.
-	Profile       *Profile `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	Profile       *Profile `protobuf:"bytes,1,opt,name=profile" json:"profile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -787,16 +787,16 @@ func (x *GetProfileResponse) GetProfile() *Profile {
 type ListProfilesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only profiles in this grade; UNSPECIFIED for all.
-	Grade StabilityGrade `protobuf:"varint,1,opt,name=grade,proto3,enum=platforma.profile.v1.StabilityGrade" json:"grade,omitempty"`
+	Grade StabilityGrade `protobuf:"varint,1,opt,name=grade,enum=platforma.profile.v1.StabilityGrade" json:"grade,omitempty"`
 	// Only profiles with this auth type; UNSPECIFIED for all.
-	AuthType v1.AuthType `protobuf:"varint,2,opt,name=auth_type,json=authType,proto3,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
+	AuthType v1.AuthType `protobuf:"varint,2,opt,name=auth_type,json=authType,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
 	// Only profiles whose score is at most this value (0-100).
-	MaxScore *float64 `protobuf:"fixed64,3,opt,name=max_score,json=maxScore,proto3,oneof" json:"max_score,omitempty"`
+	MaxScore *float64 `protobuf:"fixed64,3,opt,name=max_score,json=maxScore" json:"max_score,omitempty"`
 	// Maximum number of profiles to return: default 50, at most 1,000.
-	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
 	// next_page_token of the previous page, empty for the first page. A token
 	// is only valid with the same filter it was issued for.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -870,9 +870,9 @@ func (x *ListProfilesRequest) GetPageToken() string {
 type ListProfilesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Profiles, lowest score first.
-	Profiles []*Profile `protobuf:"bytes,1,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	Profiles []*Profile `protobuf:"bytes,1,rep,name=profiles" json:"profiles,omitempty"`
 	// Token for the next page; empty on the last page.
-	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -962,12 +962,12 @@ func (*GetStabilityDistributionRequest) Descriptor() ([]byte, []int) {
 type GetStabilityDistributionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Number of profiles per grade; every grade is present, zero included.
-	Grades []*GradeCount `protobuf:"bytes,1,rep,name=grades,proto3" json:"grades,omitempty"`
+	Grades []*GradeCount `protobuf:"bytes,1,rep,name=grades" json:"grades,omitempty"`
 	// Number of profiles and their mean score per auth type, including
 	// AUTH_TYPE_UNSPECIFIED for accounts whose auth type was never reported.
-	AuthTypes []*AuthTypeStats `protobuf:"bytes,2,rep,name=auth_types,json=authTypes,proto3" json:"auth_types,omitempty"`
+	AuthTypes []*AuthTypeStats `protobuf:"bytes,2,rep,name=auth_types,json=authTypes" json:"auth_types,omitempty"`
 	// Number of profiles in all.
-	TotalProfiles int64 `protobuf:"varint,3,opt,name=total_profiles,json=totalProfiles,proto3" json:"total_profiles,omitempty"`
+	TotalProfiles int64 `protobuf:"varint,3,opt,name=total_profiles,json=totalProfiles" json:"total_profiles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1027,9 +1027,9 @@ func (x *GetStabilityDistributionResponse) GetTotalProfiles() int64 {
 type GradeCount struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The grade.
-	Grade StabilityGrade `protobuf:"varint,1,opt,name=grade,proto3,enum=platforma.profile.v1.StabilityGrade" json:"grade,omitempty"`
+	Grade StabilityGrade `protobuf:"varint,1,opt,name=grade,enum=platforma.profile.v1.StabilityGrade" json:"grade,omitempty"`
 	// Profiles in it.
-	ProfileCount  int64 `protobuf:"varint,2,opt,name=profile_count,json=profileCount,proto3" json:"profile_count,omitempty"`
+	ProfileCount  int64 `protobuf:"varint,2,opt,name=profile_count,json=profileCount" json:"profile_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1082,11 +1082,11 @@ func (x *GradeCount) GetProfileCount() int64 {
 type AuthTypeStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The auth type.
-	AuthType v1.AuthType `protobuf:"varint,1,opt,name=auth_type,json=authType,proto3,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
+	AuthType v1.AuthType `protobuf:"varint,1,opt,name=auth_type,json=authType,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
 	// Profiles with it.
-	ProfileCount int64 `protobuf:"varint,2,opt,name=profile_count,json=profileCount,proto3" json:"profile_count,omitempty"`
+	ProfileCount int64 `protobuf:"varint,2,opt,name=profile_count,json=profileCount" json:"profile_count,omitempty"`
 	// Mean session_stability_score of those profiles, 2 decimals.
-	MeanScore     float64 `protobuf:"fixed64,3,opt,name=mean_score,json=meanScore,proto3" json:"mean_score,omitempty"`
+	MeanScore     float64 `protobuf:"fixed64,3,opt,name=mean_score,json=meanScore" json:"mean_score,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1197,16 +1197,14 @@ const file_platforma_profile_v1_profile_service_proto_rawDesc = "" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12.\n" +
 	"\x13platform_account_id\x18\x03 \x01(\tR\x11platformAccountId\"M\n" +
 	"\x12GetProfileResponse\x127\n" +
-	"\aprofile\x18\x01 \x01(\v2\x1d.platforma.profile.v1.ProfileR\aprofile\"\xf9\x01\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1d.platforma.profile.v1.ProfileR\aprofile\"\xed\x01\n" +
 	"\x13ListProfilesRequest\x12:\n" +
 	"\x05grade\x18\x01 \x01(\x0e2$.platforma.profile.v1.StabilityGradeR\x05grade\x12:\n" +
-	"\tauth_type\x18\x02 \x01(\x0e2\x1d.platforma.common.v1.AuthTypeR\bauthType\x12 \n" +
-	"\tmax_score\x18\x03 \x01(\x01H\x00R\bmaxScore\x88\x01\x01\x12\x1b\n" +
+	"\tauth_type\x18\x02 \x01(\x0e2\x1d.platforma.common.v1.AuthTypeR\bauthType\x12\"\n" +
+	"\tmax_score\x18\x03 \x01(\x01B\x05\xaa\x01\x02\b\x01R\bmaxScore\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageTokenB\f\n" +
-	"\n" +
-	"_max_score\"y\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"y\n" +
 	"\x14ListProfilesResponse\x129\n" +
 	"\bprofiles\x18\x01 \x03(\v2\x1d.platforma.profile.v1.ProfileR\bprofiles\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"!\n" +
@@ -1236,7 +1234,7 @@ const file_platforma_profile_v1_profile_service_proto_rawDesc = "" +
 	"\n" +
 	"GetProfile\x12'.platforma.profile.v1.GetProfileRequest\x1a(.platforma.profile.v1.GetProfileResponse\x12e\n" +
 	"\fListProfiles\x12).platforma.profile.v1.ListProfilesRequest\x1a*.platforma.profile.v1.ListProfilesResponse\x12\x89\x01\n" +
-	"\x18GetStabilityDistribution\x125.platforma.profile.v1.GetStabilityDistributionRequest\x1a6.platforma.profile.v1.GetStabilityDistributionResponseBCZAgithub.com/platforma/platforma/gen/platforma/profile/v1;profilev1b\x06proto3"
+	"\x18GetStabilityDistribution\x125.platforma.profile.v1.GetStabilityDistributionRequest\x1a6.platforma.profile.v1.GetStabilityDistributionResponseBJZAgithub.com/platforma/platforma/gen/platforma/profile/v1;profilev1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_platforma_profile_v1_profile_service_proto_rawDescOnce sync.Once
@@ -1326,7 +1324,6 @@ func file_platforma_profile_v1_profile_service_proto_init() {
 		(*RecordLoginResultResult_Profile)(nil),
 		(*RecordLoginResultResult_Error)(nil),
 	}
-	file_platforma_profile_v1_profile_service_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

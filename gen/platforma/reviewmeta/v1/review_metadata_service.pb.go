@@ -150,42 +150,42 @@ func (ReplyState) EnumDescriptor() ([]byte, []int) {
 type ReviewMetadata struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Output only. Server-assigned UUID.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id" json:"id,omitempty"`
 	// Required. UUID of the review in platforma; unique.
-	ReviewId string `protobuf:"bytes,2,opt,name=review_id,json=reviewId,proto3" json:"review_id,omitempty"`
+	ReviewId string `protobuf:"bytes,2,opt,name=review_id,json=reviewId" json:"review_id,omitempty"`
 	// Required. UUID of the shop in platforma.
-	ShopId string `protobuf:"bytes,3,opt,name=shop_id,json=shopId,proto3" json:"shop_id,omitempty"`
+	ShopId string `protobuf:"bytes,3,opt,name=shop_id,json=shopId" json:"shop_id,omitempty"`
 	// The platform's identifier of the shop, up to 255 bytes.
-	ExternalShopId string `protobuf:"bytes,4,opt,name=external_shop_id,json=externalShopId,proto3" json:"external_shop_id,omitempty"`
+	ExternalShopId string `protobuf:"bytes,4,opt,name=external_shop_id,json=externalShopId" json:"external_shop_id,omitempty"`
 	// The platform's identifier of the business, up to 255 bytes.
-	ExternalBusinessId string `protobuf:"bytes,5,opt,name=external_business_id,json=externalBusinessId,proto3" json:"external_business_id,omitempty"`
+	ExternalBusinessId string `protobuf:"bytes,5,opt,name=external_business_id,json=externalBusinessId" json:"external_business_id,omitempty"`
 	// The review's type; UNSPECIFIED in an upsert means "derive it".
-	ReviewType ReviewType `protobuf:"varint,6,opt,name=review_type,json=reviewType,proto3,enum=platforma.reviewmeta.v1.ReviewType" json:"review_type,omitempty"`
+	ReviewType ReviewType `protobuf:"varint,6,opt,name=review_type,json=reviewType,enum=platforma.reviewmeta.v1.ReviewType" json:"review_type,omitempty"`
 	// Where the review was found on the platform, e.g. "PICKUP"; up to 64 bytes.
-	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,7,opt,name=source" json:"source,omitempty"`
 	// Whether the review carries booking detail.
-	HasBookingDetail bool `protobuf:"varint,8,opt,name=has_booking_detail,json=hasBookingDetail,proto3" json:"has_booking_detail,omitempty"`
+	HasBookingDetail bool `protobuf:"varint,8,opt,name=has_booking_detail,json=hasBookingDetail" json:"has_booking_detail,omitempty"`
 	// Output only. Whether a reply was ever attempted.
-	ReplyAttempted bool `protobuf:"varint,9,opt,name=reply_attempted,json=replyAttempted,proto3" json:"reply_attempted,omitempty"`
+	ReplyAttempted bool `protobuf:"varint,9,opt,name=reply_attempted,json=replyAttempted" json:"reply_attempted,omitempty"`
 	// Output only. Whether the latest reply attempt (by attempted_at)
 	// succeeded.
-	ReplySuccess bool `protobuf:"varint,10,opt,name=reply_success,json=replySuccess,proto3" json:"reply_success,omitempty"`
+	ReplySuccess bool `protobuf:"varint,10,opt,name=reply_success,json=replySuccess" json:"reply_success,omitempty"`
 	// Output only. Error type of the latest attempt when it failed.
-	ReplyErrorType string `protobuf:"bytes,11,opt,name=reply_error_type,json=replyErrorType,proto3" json:"reply_error_type,omitempty"`
+	ReplyErrorType string `protobuf:"bytes,11,opt,name=reply_error_type,json=replyErrorType" json:"reply_error_type,omitempty"`
 	// Output only. Number of reply attempts recorded.
-	ReplyAttemptCount int32 `protobuf:"varint,12,opt,name=reply_attempt_count,json=replyAttemptCount,proto3" json:"reply_attempt_count,omitempty"`
+	ReplyAttemptCount int32 `protobuf:"varint,12,opt,name=reply_attempt_count,json=replyAttemptCount" json:"reply_attempt_count,omitempty"`
 	// Output only. attempted_at of the latest reply attempt.
-	LastReplyAttemptTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_reply_attempt_time,json=lastReplyAttemptTime,proto3" json:"last_reply_attempt_time,omitempty"`
+	LastReplyAttemptTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=last_reply_attempt_time,json=lastReplyAttemptTime" json:"last_reply_attempt_time,omitempty"`
 	// Required in an upsert. When the scraper fetched this data.
-	FetchedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=fetched_at,json=fetchedAt,proto3" json:"fetched_at,omitempty"`
+	FetchedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=fetched_at,json=fetchedAt" json:"fetched_at,omitempty"`
 	// Output only. When the review was first seen.
-	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime" json:"create_time,omitempty"`
 	// Output only. When the metadata last changed.
-	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime" json:"update_time,omitempty"`
 	// Output only. NOT_ATTEMPTED, SUCCEEDED or FAILED (by the latest
 	// attempt). PENDING is a filter, not a state of its own: it selects the
 	// NOT_ATTEMPTED and FAILED reviews whose type accepts replies.
-	ReplyState    ReplyState `protobuf:"varint,17,opt,name=reply_state,json=replyState,proto3,enum=platforma.reviewmeta.v1.ReplyState" json:"reply_state,omitempty"`
+	ReplyState    ReplyState `protobuf:"varint,17,opt,name=reply_state,json=replyState,enum=platforma.reviewmeta.v1.ReplyState" json:"reply_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,7 +343,7 @@ func (x *ReviewMetadata) GetReplyState() ReplyState {
 type UpsertReviewMetadataRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Output-only fields are ignored.
-	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata,proto3" json:"review_metadata,omitempty"`
+	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata" json:"review_metadata,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -389,7 +389,7 @@ func (x *UpsertReviewMetadataRequest) GetReviewMetadata() *ReviewMetadata {
 type UpsertReviewMetadataResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The metadata as stored after the call.
-	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata,proto3" json:"review_metadata,omitempty"`
+	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata" json:"review_metadata,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -435,7 +435,7 @@ func (x *UpsertReviewMetadataResponse) GetReviewMetadata() *ReviewMetadata {
 type BatchUpsertReviewMetadataRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. 1-1,000 items.
-	Items         []*ReviewMetadata `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	Items         []*ReviewMetadata `protobuf:"bytes,1,rep,name=items" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -481,7 +481,7 @@ func (x *BatchUpsertReviewMetadataRequest) GetItems() []*ReviewMetadata {
 type BatchUpsertReviewMetadataResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// results[i] answers items[i].
-	Results       []*UpsertReviewMetadataResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Results       []*UpsertReviewMetadataResult `protobuf:"bytes,1,rep,name=results" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -598,12 +598,12 @@ type isUpsertReviewMetadataResult_Result interface {
 
 type UpsertReviewMetadataResult_ReviewMetadata struct {
 	// The metadata as stored after this item.
-	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata,proto3,oneof"`
+	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata,oneof"`
 }
 
 type UpsertReviewMetadataResult_Error struct {
 	// Why this item was not applied.
-	Error *v1.ItemError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+	Error *v1.ItemError `protobuf:"bytes,2,opt,name=error,oneof"`
 }
 
 func (*UpsertReviewMetadataResult_ReviewMetadata) isUpsertReviewMetadataResult_Result() {}
@@ -614,7 +614,7 @@ func (*UpsertReviewMetadataResult_Error) isUpsertReviewMetadataResult_Result() {
 type GetReviewMetadataRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. UUID of the review.
-	ReviewId      string `protobuf:"bytes,1,opt,name=review_id,json=reviewId,proto3" json:"review_id,omitempty"`
+	ReviewId      string `protobuf:"bytes,1,opt,name=review_id,json=reviewId" json:"review_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -660,7 +660,7 @@ func (x *GetReviewMetadataRequest) GetReviewId() string {
 type GetReviewMetadataResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The metadata found.
-	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata,proto3" json:"review_metadata,omitempty"`
+	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata" json:"review_metadata,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -706,17 +706,17 @@ func (x *GetReviewMetadataResponse) GetReviewMetadata() *ReviewMetadata {
 type ListReviewMetadataRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UUID of the shop. Exactly one of shop_id and external_shop_id is required.
-	ShopId string `protobuf:"bytes,1,opt,name=shop_id,json=shopId,proto3" json:"shop_id,omitempty"`
+	ShopId string `protobuf:"bytes,1,opt,name=shop_id,json=shopId" json:"shop_id,omitempty"`
 	// The platform's shop identifier.
-	ExternalShopId string `protobuf:"bytes,2,opt,name=external_shop_id,json=externalShopId,proto3" json:"external_shop_id,omitempty"`
+	ExternalShopId string `protobuf:"bytes,2,opt,name=external_shop_id,json=externalShopId" json:"external_shop_id,omitempty"`
 	// Only reviews of this type; UNSPECIFIED for all.
-	ReviewType ReviewType `protobuf:"varint,3,opt,name=review_type,json=reviewType,proto3,enum=platforma.reviewmeta.v1.ReviewType" json:"review_type,omitempty"`
+	ReviewType ReviewType `protobuf:"varint,3,opt,name=review_type,json=reviewType,enum=platforma.reviewmeta.v1.ReviewType" json:"review_type,omitempty"`
 	// Only reviews in this reply state; UNSPECIFIED for all.
-	ReplyState ReplyState `protobuf:"varint,4,opt,name=reply_state,json=replyState,proto3,enum=platforma.reviewmeta.v1.ReplyState" json:"reply_state,omitempty"`
+	ReplyState ReplyState `protobuf:"varint,4,opt,name=reply_state,json=replyState,enum=platforma.reviewmeta.v1.ReplyState" json:"reply_state,omitempty"`
 	// Maximum number of items: default 50, at most 1,000.
-	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
 	// next_page_token of the previous page; only valid with the same filter.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -797,9 +797,9 @@ func (x *ListReviewMetadataRequest) GetPageToken() string {
 type ListReviewMetadataResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The reviews of this page.
-	ReviewMetadata []*ReviewMetadata `protobuf:"bytes,1,rep,name=review_metadata,json=reviewMetadata,proto3" json:"review_metadata,omitempty"`
+	ReviewMetadata []*ReviewMetadata `protobuf:"bytes,1,rep,name=review_metadata,json=reviewMetadata" json:"review_metadata,omitempty"`
 	// Token for the next page; empty on the last page.
-	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -852,18 +852,18 @@ func (x *ListReviewMetadataResponse) GetNextPageToken() string {
 type RecordReplyAttemptRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. UUID of the review.
-	ReviewId string `protobuf:"bytes,1,opt,name=review_id,json=reviewId,proto3" json:"review_id,omitempty"`
+	ReviewId string `protobuf:"bytes,1,opt,name=review_id,json=reviewId" json:"review_id,omitempty"`
 	// Whether the reply was posted.
-	Success bool `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
+	Success bool `protobuf:"varint,2,opt,name=success" json:"success,omitempty"`
 	// Why the attempt failed, e.g. "SELECTOR_NOT_FOUND"; up to 64 bytes.
 	// Ignored when success is true.
-	ErrorType string `protobuf:"bytes,3,opt,name=error_type,json=errorType,proto3" json:"error_type,omitempty"`
+	ErrorType string `protobuf:"bytes,3,opt,name=error_type,json=errorType" json:"error_type,omitempty"`
 	// Required. When the attempt was made; at most a few minutes in the
 	// future.
-	AttemptedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=attempted_at,json=attemptedAt,proto3" json:"attempted_at,omitempty"`
+	AttemptedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=attempted_at,json=attemptedAt" json:"attempted_at,omitempty"`
 	// Optional UUID chosen by the caller for this attempt. A retry with the
 	// same attempt_id is recognised and not counted again.
-	AttemptId     string `protobuf:"bytes,5,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`
+	AttemptId     string `protobuf:"bytes,5,opt,name=attempt_id,json=attemptId" json:"attempt_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -937,9 +937,9 @@ func (x *RecordReplyAttemptRequest) GetAttemptId() string {
 type RecordReplyAttemptResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The metadata after the attempt was recorded.
-	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata,proto3" json:"review_metadata,omitempty"`
+	ReviewMetadata *ReviewMetadata `protobuf:"bytes,1,opt,name=review_metadata,json=reviewMetadata" json:"review_metadata,omitempty"`
 	// True when attempt_id had already been recorded and nothing changed.
-	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,9 +992,9 @@ func (x *RecordReplyAttemptResponse) GetDuplicate() bool {
 type GetReplyStatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional. Only this shop (UUID).
-	ShopId string `protobuf:"bytes,1,opt,name=shop_id,json=shopId,proto3" json:"shop_id,omitempty"`
+	ShopId string `protobuf:"bytes,1,opt,name=shop_id,json=shopId" json:"shop_id,omitempty"`
 	// Optional. Only reviews whose latest reply attempt is at or after this time.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1047,7 +1047,7 @@ func (x *GetReplyStatsRequest) GetSince() *timestamppb.Timestamp {
 type GetReplyStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per review type that has attempted replies.
-	Stats         []*ReplyTypeStats `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	Stats         []*ReplyTypeStats `protobuf:"bytes,1,rep,name=stats" json:"stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1093,13 +1093,13 @@ func (x *GetReplyStatsResponse) GetStats() []*ReplyTypeStats {
 type ReplyTypeStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The review type.
-	ReviewType ReviewType `protobuf:"varint,1,opt,name=review_type,json=reviewType,proto3,enum=platforma.reviewmeta.v1.ReviewType" json:"review_type,omitempty"`
+	ReviewType ReviewType `protobuf:"varint,1,opt,name=review_type,json=reviewType,enum=platforma.reviewmeta.v1.ReviewType" json:"review_type,omitempty"`
 	// Reviews with at least one reply attempt.
-	Attempted int64 `protobuf:"varint,2,opt,name=attempted,proto3" json:"attempted,omitempty"`
+	Attempted int64 `protobuf:"varint,2,opt,name=attempted" json:"attempted,omitempty"`
 	// Reviews whose latest attempt succeeded.
-	Succeeded int64 `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Succeeded int64 `protobuf:"varint,3,opt,name=succeeded" json:"succeeded,omitempty"`
 	// Reviews whose latest attempt failed.
-	Failed        int64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	Failed        int64 `protobuf:"varint,4,opt,name=failed" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1261,7 +1261,7 @@ const file_platforma_reviewmeta_v1_review_metadata_service_proto_rawDesc = "" +
 	"\x11GetReviewMetadata\x121.platforma.reviewmeta.v1.GetReviewMetadataRequest\x1a2.platforma.reviewmeta.v1.GetReviewMetadataResponse\x12}\n" +
 	"\x12ListReviewMetadata\x122.platforma.reviewmeta.v1.ListReviewMetadataRequest\x1a3.platforma.reviewmeta.v1.ListReviewMetadataResponse\x12}\n" +
 	"\x12RecordReplyAttempt\x122.platforma.reviewmeta.v1.RecordReplyAttemptRequest\x1a3.platforma.reviewmeta.v1.RecordReplyAttemptResponse\x12n\n" +
-	"\rGetReplyStats\x12-.platforma.reviewmeta.v1.GetReplyStatsRequest\x1a..platforma.reviewmeta.v1.GetReplyStatsResponseBIZGgithub.com/platforma/platforma/gen/platforma/reviewmeta/v1;reviewmetav1b\x06proto3"
+	"\rGetReplyStats\x12-.platforma.reviewmeta.v1.GetReplyStatsRequest\x1a..platforma.reviewmeta.v1.GetReplyStatsResponseBPZGgithub.com/platforma/platforma/gen/platforma/reviewmeta/v1;reviewmetav1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_platforma_reviewmeta_v1_review_metadata_service_proto_rawDescOnce sync.Once

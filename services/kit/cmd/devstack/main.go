@@ -4,21 +4,31 @@
 // cluster in .data/ from the machine's Postgres binaries, with one database
 // and one role per service, so each service owns its schema and cannot touch
 // the others'. It then migrates and starts the three binaries, waits until
-// their health is SERVING and prints commands to try. Ctrl-C stops the
-// services gracefully, then the cluster.
+// each of them, its own process and not whatever else answers on its port,
+// is serving and its health is SERVING, and prints commands to try. Ctrl-C
+// stops the services gracefully, then the cluster.
+//
+// It says "up" only when everything it started is running: a port taken by
+// another process, a second `make run` on the same data directory, or a
+// service that exits during start-up stop everything it started, name the
+// cause and exit non-zero. Every port can be chosen (see portVars).
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,12 +62,54 @@ type ports struct{ grpc, metrics [3]int }
 // defaultPorts are the ones DESIGN.md and the README give.
 var defaultPorts = ports{grpc: [3]int{50051, 50052, 50053}, metrics: [3]int{9451, 9452, 9453}}
 
+// defaultPGPort is the local cluster's port.
+const defaultPGPort = 55432
+
+// serviceNames are the services in the order of ports.
+var serviceNames = [3]string{"profile", "reviewmeta", "oplog"}
+
+// portVar is the environment variable that sets a service's gRPC or
+// metrics port: PROFILE_GRPC_PORT, OPLOG_METRICS_PORT, ...
+func portVar(serviceName, kind string) string {
+	return strings.ToUpper(serviceName) + "_" + strings.ToUpper(kind) + "_PORT"
+}
+
+// portsFromEnv reads the ports from getenv: PG_PORT and, per service,
+// <SERVICE>_GRPC_PORT and <SERVICE>_METRICS_PORT, each defaulting to the
+// usual one. Every problem is reported at once, naming the variable.
+func portsFromEnv(getenv func(string) string) (ports, int, error) {
+	p, pg := defaultPorts, defaultPGPort
+	var errs []error
+	used := map[int]string{}
+	read := func(name string, into *int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 65535 {
+				errs = append(errs, fmt.Errorf("%s=%q is not a port number (1-65535)", name, v))
+				return
+			}
+			*into = n
+		}
+		if other, dup := used[*into]; dup {
+			errs = append(errs, fmt.Errorf("%s and %s are both port %d", other, name, *into))
+			return
+		}
+		used[*into] = name
+	}
+	read("PG_PORT", &pg)
+	for i, name := range serviceNames {
+		read(portVar(name, "grpc"), &p.grpc[i])
+		read(portVar(name, "metrics"), &p.metrics[i])
+	}
+	return p, pg, errors.Join(errs...)
+}
+
 // stackServices describes the three services on p.
 func stackServices(p ports) []service {
 	s := []service{
-		{name: "profile", grpcService: "platforma.profile.v1.ProfileService"},
-		{name: "reviewmeta", grpcService: "platforma.reviewmeta.v1.ReviewMetadataService"},
-		{name: "oplog", grpcService: "platforma.oplog.v1.OpLogService"},
+		{name: serviceNames[0], grpcService: "platforma.profile.v1.ProfileService"},
+		{name: serviceNames[1], grpcService: "platforma.reviewmeta.v1.ReviewMetadataService"},
+		{name: serviceNames[2], grpcService: "platforma.oplog.v1.OpLogService"},
 	}
 	for i := range s {
 		s[i].port, s[i].metricsPort = p.grpc[i], p.metrics[i]
@@ -70,38 +122,78 @@ func stackServices(p ports) []service {
 
 const database = "platforma"
 
+// config is one devstack run.
+type config struct {
+	services []service
+	binDir   string
+	dataDir  string
+	grpcurl  string
+	// databaseURL, when set, is used by all three services and no cluster
+	// is started; otherwise the cluster in dataDir listens on pgPort.
+	databaseURL string
+	pgPort      int
+	// out receives devstack's lines, the services' output and the banner.
+	out io.Writer
+}
+
 func main() {
 	binDir := flag.String("bin", "bin", "directory with the service binaries")
 	dataDir := flag.String("data", ".data", "directory of the local Postgres cluster")
 	grpcurl := flag.String("grpcurl", "grpcurl", "grpcurl binary, for the printed examples")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: devstack [flags]\n\nPorts: PG_PORT (%d) and %s, %s, ... (%d, %d, ...) in the environment.\n\n",
+			defaultPGPort, portVar("profile", "grpc"), portVar("profile", "metrics"), defaultPorts.grpc[0], defaultPorts.metrics[0])
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 
+	p, pgPort, err := portsFromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "devstack: %v\n", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, stackServices(defaultPorts), *binDir, *dataDir, *grpcurl); err != nil {
-		fmt.Fprintln(os.Stderr, "devstack:", err)
+	err = run(ctx, config{
+		services: stackServices(p), binDir: *binDir, dataDir: *dataDir, grpcurl: *grpcurl,
+		databaseURL: os.Getenv("DATABASE_URL"), pgPort: pgPort, out: os.Stdout,
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "\ndevstack: platforma is NOT up: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, services []service, binDir, dataDir, grpcurl string) error {
+func run(ctx context.Context, cfg config) error {
+	con := &console{w: cfg.out}
+	services := cfg.services
 	dsns := map[string]string{}
 	dbDescription := "DATABASE_URL"
-	if url := os.Getenv("DATABASE_URL"); url != "" {
+	if cfg.databaseURL == "" {
+		// Before anything starts: the clearest message for the likeliest
+		// mistake, `make run` twice in one folder.
+		if err := checkDataDirFree(cfg.dataDir); err != nil {
+			return err
+		}
+	}
+	if err := checkPortsFree(services, cfg.databaseURL == "", cfg.pgPort); err != nil {
+		return err
+	}
+	if cfg.databaseURL != "" {
 		for _, s := range services {
-			dsns[s.name] = url
+			dsns[s.name] = cfg.databaseURL
 		}
 	} else {
-		cluster, err := startCluster(ctx, dataDir)
+		cluster, err := startCluster(ctx, con, cfg.dataDir, cfg.pgPort)
 		if err != nil {
-			return err
+			return stoppedOr(ctx, con, err)
 		}
 		defer func() {
 			stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			logf("stopping postgres")
+			con.logf("stopping postgres")
 			if err := cluster.Stop(stopCtx); err != nil {
-				logf("stop postgres: %v", err)
+				con.logf("stop postgres: %v", err)
 			}
 		}()
 		if err := bootstrap(ctx, cluster, services); err != nil {
@@ -110,63 +202,123 @@ func run(ctx context.Context, services []service, binDir, dataDir, grpcurl strin
 		for _, s := range services {
 			dsns[s.name] = cluster.TCPURL(s.name, database)
 		}
-		dbDescription = fmt.Sprintf("%s (data in %s)", cluster.TCPURL(pgcluster.Superuser, database), dataDir)
+		dbDescription = fmt.Sprintf("%s (data in %s)", cluster.TCPURL(pgcluster.Superuser, database), cfg.dataDir)
 	}
 
 	for _, s := range services {
-		if err := migrate(ctx, binDir, s, dsns[s.name]); err != nil {
-			return stoppedOr(ctx, err)
+		if err := migrate(ctx, con, cfg.binDir, s, dsns[s.name]); err != nil {
+			return stoppedOr(ctx, con, err)
 		}
 	}
 
 	var procs []*process
-	exited := make(chan string, len(services))
+	exited := make(chan *process, len(services))
 	defer func() { stopAll(procs) }()
 	for _, s := range services {
-		p, err := startService(binDir, s, dsns[s.name], exited)
+		p, err := startService(con, cfg.binDir, s, dsns[s.name], exited)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
 	}
-	if err := waitServing(ctx, services, exited); err != nil {
-		return stoppedOr(ctx, err)
+	if err := waitReady(ctx, procs, 60*time.Second); err != nil {
+		return stoppedOr(ctx, con, err)
 	}
-	printBanner(services, grpcurl, dbDescription)
+	con.banner(services, cfg.grpcurl, dbDescription)
 
 	select {
 	case <-ctx.Done():
-		logf("stopping services")
+		con.logf("stopping services")
 		return nil
-	case name := <-exited:
-		return fmt.Errorf("%s exited unexpectedly; see its log lines above", name)
+	case p := <-exited:
+		return fmt.Errorf("%s exited unexpectedly (%v); see its log lines above", p.s.name, p.exitErr)
 	}
 }
 
 // stoppedOr hides err when it only says that Ctrl-C came during start-up.
-func stoppedOr(ctx context.Context, err error) error {
+func stoppedOr(ctx context.Context, con *console, err error) error {
 	if ctx.Err() != nil {
-		logf("stopping")
+		con.logf("stopping")
 		return nil
 	}
 	return err
 }
 
-func startCluster(ctx context.Context, dataDir string) (*pgcluster.Cluster, error) {
+// anotherRun is the hint for a data directory or ports in use.
+const anotherRun = "Is another `make run` still running (in this folder or another)? Stop it first (Ctrl-C in its terminal)"
+
+// checkDataDirFree fails when a live Postgres holds the cluster in
+// dataDir: another `make run` on the same folder. Postgres would refuse to
+// start too, but by then its refusal can be mistaken for a start (the
+// other run's server answers on the same socket).
+func checkDataDirFree(dataDir string) error {
+	pidFile := filepath.Join(dataDir, "pg", "postmaster.pid")
+	pid, err := postmasterPid(pidFile)
+	if err != nil {
+		return nil // no cluster yet, or not running
+	}
+	if alive(pid) {
+		abs, _ := filepath.Abs(dataDir)
+		return fmt.Errorf("another `make run` is already using %s: its Postgres (pid %d, %s) is running.\nStop that one first (Ctrl-C in its terminal), or set DATABASE_URL to use another database", abs, pid, pidFile)
+	}
+	return nil // stale: Postgres removes it
+}
+
+// postmasterPid reads the pid on the first line of postmaster.pid.
+func postmasterPid(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	return strconv.Atoi(strings.TrimSpace(first))
+}
+
+// alive reports whether process pid exists (EPERM: it does, owned by
+// someone else).
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// checkPortsFree fails, naming each port and the variable that moves it,
+// when one that the stack would listen on is taken.
+func checkPortsFree(services []service, cluster bool, pgPort int) error {
+	var busy []string
+	try := func(addr string, port int, what, variable string) {
+		l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", addr, port))
+		if err != nil {
+			busy = append(busy, fmt.Sprintf("port %d (%s; %s picks another): %v", port, what, variable, err))
+			return
+		}
+		_ = l.Close()
+	}
+	if cluster {
+		try("127.0.0.1", pgPort, "postgres", "PG_PORT")
+	}
+	for _, s := range services {
+		try("", s.port, s.name+" gRPC", portVar(s.name, "grpc"))
+		try("", s.metricsPort, s.name+" metrics", portVar(s.name, "metrics"))
+	}
+	if len(busy) > 0 {
+		return fmt.Errorf("ports already in use by another process:\n  %s\n%s, or choose free ports",
+			strings.Join(busy, "\n  "), anotherRun)
+	}
+	return nil
+}
+
+func startCluster(ctx context.Context, con *console, dataDir string, port int) (*pgcluster.Cluster, error) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, err
 	}
-	port := 55432
-	if p := os.Getenv("PG_PORT"); p != "" {
-		if port, err = strconv.Atoi(p); err != nil {
-			return nil, fmt.Errorf("PG_PORT=%q is not a port number", p)
-		}
-	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, err
 	}
-	logf("starting postgres in %s on 127.0.0.1:%d (log: %s)", abs, port, filepath.Join(abs, "postgres.log"))
+	con.logf("starting postgres in %s on 127.0.0.1:%d (log: %s)", abs, port, filepath.Join(abs, "postgres.log"))
 	cluster, err := pgcluster.New(ctx, pgcluster.Options{
 		DataDir:           filepath.Join(abs, "pg"),
 		SocketDir:         filepath.Join(abs, "run"),
@@ -179,7 +331,17 @@ func startCluster(ctx context.Context, dataDir string) (*pgcluster.Cluster, erro
 		return nil, err
 	}
 	if err := cluster.Start(ctx); err != nil {
-		return nil, fmt.Errorf("%w\n(is another `make run` still running, or is port %d taken? PG_PORT picks another port)", err, port)
+		return nil, fmt.Errorf("%w\n%s; or is port %d taken? PG_PORT picks another port", err, anotherRun, port)
+	}
+	// The server that answered must be ours: another run's, on the same
+	// data directory and socket, answers too while ours refuses to start.
+	pidFile := filepath.Join(abs, "pg", "postmaster.pid")
+	if pid, err := postmasterPid(pidFile); err != nil || pid != cluster.Pid() || !cluster.Running() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = cluster.Stop(stopCtx)
+		return nil, fmt.Errorf("postgres did not start in %s: another server holds it (%s names pid %d, ours was %d).\n%s",
+			abs, pidFile, pid, cluster.Pid(), anotherRun)
 	}
 	return cluster, nil
 }
@@ -218,24 +380,39 @@ func bootstrap(ctx context.Context, cluster *pgcluster.Cluster, services []servi
 	return nil
 }
 
-func migrate(ctx context.Context, binDir string, s service, dsn string) error {
+func migrate(ctx context.Context, con *console, binDir string, s service, dsn string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, s.name), "migrate")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LOG_FORMAT=text")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s migrate: %w\n%s", s.name, err, out)
 	}
-	logf("%s: migrated", s.name)
+	con.logf("%s: migrated", s.name)
 	return nil
 }
 
-// process is a running service binary; done closes when it has exited.
+// process is a running service binary.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	s   service
+	cmd *exec.Cmd
+	// serving receives the addresses of the service's own "serving" log
+	// line: proof that this process bound them.
+	serving chan listening
+	// done closes when the process has exited and all its output is read;
+	// exitErr is then how it exited.
+	done    chan struct{}
+	exitErr error
+
+	mu   sync.Mutex
+	tail []string // its last lines, for error messages
 }
 
-func startService(binDir string, s service, dsn string, exited chan<- string) (*process, error) {
+// listening is what a "serving" line says: the bound addresses.
+type listening struct{ addr, metricsAddr string }
+
+const tailLines = 20
+
+func startService(con *console, binDir string, s service, dsn string, exited chan<- *process) (*process, error) {
 	cmd := exec.Command(filepath.Join(binDir, s.name), "serve")
 	// The addresses are per service, so a LISTEN_ADDR in the caller's
 	// environment cannot put all three on one port.
@@ -257,60 +434,173 @@ func startService(binDir string, s service, dsn string, exited chan<- string) (*
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.name, err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
+	p := &process{s: s, cmd: cmd, serving: make(chan listening, 1), done: make(chan struct{})}
 	go func() {
-		prefixLines(os.Stdout, out, fmt.Sprintf("%-10s| ", s.name))
-		_ = cmd.Wait()
+		prefix := fmt.Sprintf("%-10s| ", s.name)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			con.line(prefix + line)
+			p.mu.Lock()
+			if p.tail = append(p.tail, line); len(p.tail) > tailLines {
+				p.tail = p.tail[1:]
+			}
+			p.mu.Unlock()
+			if l, ok := parseServing(line); ok {
+				select {
+				case p.serving <- l:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, out) // a line beyond the buffer: keep the pipe drained
+		p.exitErr = cmd.Wait()
 		close(p.done)
-		exited <- s.name
+		exited <- p
 	}()
 	return p, nil
 }
 
-var stdoutMu sync.Mutex
+var (
+	servingText = regexp.MustCompile(`(?:^|\s)msg=serving(?:\s|$)`)
+	addrText    = regexp.MustCompile(`(?:^|\s)addr=(\S+)`)
+	metricsText = regexp.MustCompile(`(?:^|\s)metrics_addr=(\S+)`)
+)
 
-func prefixLines(w io.Writer, r io.Reader, prefix string) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		stdoutMu.Lock()
-		fmt.Fprintln(w, prefix+sc.Text())
-		stdoutMu.Unlock()
+// parseServing recognises the line a server logs once it has bound its
+// listeners (kit/server: msg=serving addr=... metrics_addr=...), in the
+// text format devstack asks for or in JSON.
+func parseServing(line string) (listening, bool) {
+	if strings.HasPrefix(line, "{") {
+		var l struct {
+			Msg         string `json:"msg"`
+			Addr        string `json:"addr"`
+			MetricsAddr string `json:"metrics_addr"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "serving" || l.Addr == "" {
+			return listening{}, false
+		}
+		return listening{l.Addr, l.MetricsAddr}, true
+	}
+	if !servingText.MatchString(line) {
+		return listening{}, false
+	}
+	a, m := addrText.FindStringSubmatch(line), metricsText.FindStringSubmatch(line)
+	if a == nil || m == nil {
+		return listening{}, false
+	}
+	return listening{a[1], m[1]}, true
+}
+
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// exited reports whether the process has exited.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
 	}
 }
 
-func logf(format string, args ...any) {
-	stdoutMu.Lock()
-	defer stdoutMu.Unlock()
-	fmt.Printf("devstack  | "+format+"\n", args...)
+// startFailure explains why the process exited during start-up, naming
+// the port when one was taken.
+func (p *process) startFailure() error {
+	p.mu.Lock()
+	tail := append([]string(nil), p.tail...)
+	p.mu.Unlock()
+	s := p.s
+	for _, line := range tail {
+		if !strings.Contains(line, "address already in use") {
+			continue
+		}
+		for _, c := range []struct {
+			port       int
+			what, kind string
+		}{{s.port, "gRPC", "grpc"}, {s.metricsPort, "metrics", "metrics"}} {
+			if strings.Contains(line, ":"+strconv.Itoa(c.port)+":") || strings.Contains(line, ":"+strconv.Itoa(c.port)+" ") {
+				return fmt.Errorf("%s could not listen on its %s port %d: another process listens on it.\n%s, or set %s to a free port.\n(%s)",
+					s.name, c.what, c.port, anotherRun, portVar(s.name, c.kind), strings.TrimSpace(line))
+			}
+		}
+		return fmt.Errorf("%s could not listen: %s\n%s", s.name, strings.TrimSpace(line), anotherRun)
+	}
+	last := ""
+	if len(tail) > 0 {
+		last = ": " + tail[len(tail)-1]
+	}
+	return fmt.Errorf("%s exited during start-up (%v)%s; see its log lines above", s.name, p.exitErr, last)
 }
 
-// waitServing waits until every service's health check answers SERVING.
-func waitServing(ctx context.Context, services []service, exited <-chan string) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+// waitReady waits until each service's own process has logged that it
+// serves on its ports and its health answers SERVING, and checks that
+// they are all still running then. Health alone proves nothing: another
+// process on the port answers it just as well while ours failed to bind.
+func waitReady(ctx context.Context, procs []*process, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for _, s := range services {
-		conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
+	for _, p := range procs {
+		if err := p.waitReady(ctx); err != nil {
 			return err
 		}
-		client := healthgrpc.NewHealthClient(conn)
-		for {
-			resp, err := client.Check(ctx, &healthgrpc.HealthCheckRequest{Service: s.grpcService})
-			if err == nil && resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING {
-				break
-			}
-			select {
-			case name := <-exited:
-				_ = conn.Close()
-				return fmt.Errorf("%s exited during start-up; see its log lines above", name)
-			case <-ctx.Done():
-				_ = conn.Close()
-				return fmt.Errorf("%s not SERVING on %s: %v", s.name, s.addr, errors.Join(err, ctx.Err()))
-			case <-time.After(100 * time.Millisecond):
-			}
+	}
+	for _, p := range procs {
+		if p.exited() {
+			return p.startFailure()
 		}
-		_ = conn.Close()
+	}
+	return nil
+}
+
+func (p *process) waitReady(ctx context.Context) error {
+	s := p.s
+	select {
+	case l := <-p.serving:
+		if portOf(l.addr) != s.port || portOf(l.metricsAddr) != s.metricsPort {
+			return fmt.Errorf("%s serves on %s (metrics %s), not on ports %d and %d", s.name, l.addr, l.metricsAddr, s.port, s.metricsPort)
+		}
+	case <-p.done:
+		return p.startFailure()
+	case <-ctx.Done():
+		if p.exited() {
+			return p.startFailure()
+		}
+		return fmt.Errorf("%s did not start serving on port %d in time: %w", s.name, s.port, ctx.Err())
+	}
+
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := healthgrpc.NewHealthClient(conn)
+	for {
+		resp, err := client.Check(ctx, &healthgrpc.HealthCheckRequest{Service: s.grpcService})
+		if err == nil && resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING {
+			break
+		}
+		select {
+		case <-p.done:
+			return p.startFailure()
+		case <-ctx.Done():
+			if p.exited() {
+				return p.startFailure()
+			}
+			return fmt.Errorf("%s not SERVING on %s (is the database reachable? see its log lines above): %v", s.name, s.addr, errors.Join(err, ctx.Err()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if p.exited() {
+		return p.startFailure()
 	}
 	return nil
 }
@@ -333,29 +623,45 @@ func stopAll(procs []*process) {
 	}
 }
 
-func printBanner(services []service, grpcurl, db string) {
-	stdoutMu.Lock()
-	defer stdoutMu.Unlock()
-	fmt.Printf("\nplatforma is up.\n\n")
+// console serialises the lines of devstack and of the services.
+type console struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (c *console) line(s string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintln(c.w, s)
+}
+
+func (c *console) logf(format string, args ...any) {
+	c.line("devstack  | " + fmt.Sprintf(format, args...))
+}
+
+func (c *console) banner(services []service, grpcurl, db string) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "\nplatforma is up.\n\n")
 	for _, s := range services {
-		fmt.Printf("  %-11s grpc %s   metrics http://%s/metrics\n", s.name, s.addr, s.metricsAddr)
+		fmt.Fprintf(&b, "  %-11s grpc %s   metrics http://%s/metrics\n", s.name, s.addr, s.metricsAddr)
 	}
-	fmt.Printf("  %-11s %s\n\nTry, in another terminal:\n\n", "postgres", db)
+	fmt.Fprintf(&b, "  %-11s %s\n\nTry, in another terminal:\n\n", "postgres", db)
 	for _, s := range services {
-		fmt.Printf("  %s -plaintext %s list\n", grpcurl, s.addr)
+		fmt.Fprintf(&b, "  %s -plaintext %s list\n", grpcurl, s.addr)
 	}
 	profile, reviewmeta, oplog := services[0].addr, services[1].addr, services[2].addr
-	fmt.Printf("  %s -plaintext -d '{\"service\":\"platforma.oplog.v1.OpLogService\"}' %s grpc.health.v1.Health/Check\n", grpcurl, oplog)
-	fmt.Printf("  %s -plaintext %s describe platforma.profile.v1.ProfileService\n", grpcurl, profile)
-	fmt.Printf("  %s -plaintext -d '{\"grade\":\"STABILITY_GRADE_CRITICAL\"}' %s platforma.profile.v1.ProfileService/ListProfiles\n", grpcurl, profile)
-	fmt.Printf("  %s -plaintext %s platforma.reviewmeta.v1.ReviewMetadataService/GetReplyStats\n", grpcurl, reviewmeta)
-	fmt.Printf("  %s -plaintext -d '{\"since\":\"%s\",\"until\":\"%s\"}' %s platforma.oplog.v1.OpLogService/GetOperationStats\n",
+	fmt.Fprintf(&b, "  %s -plaintext -d '{\"service\":\"platforma.oplog.v1.OpLogService\"}' %s grpc.health.v1.Health/Check\n", grpcurl, oplog)
+	fmt.Fprintf(&b, "  %s -plaintext %s describe platforma.profile.v1.ProfileService\n", grpcurl, profile)
+	fmt.Fprintf(&b, "  %s -plaintext -d '{\"grade\":\"STABILITY_GRADE_CRITICAL\"}' %s platforma.profile.v1.ProfileService/ListProfiles\n", grpcurl, profile)
+	fmt.Fprintf(&b, "  %s -plaintext %s platforma.reviewmeta.v1.ReviewMetadataService/GetReplyStats\n", grpcurl, reviewmeta)
+	fmt.Fprintf(&b, "  %s -plaintext -d '{\"since\":\"%s\",\"until\":\"%s\"}' %s platforma.oplog.v1.OpLogService/GetOperationStats\n",
 		grpcurl, time.Now().UTC().Add(-24*time.Hour).Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339), oplog)
-	fmt.Printf("  (more in README.md)\n")
+	fmt.Fprintf(&b, "  (more in README.md)\n")
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		fmt.Printf("\nTraces are off: start with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 to send them to a collector (README.md).\n")
+		fmt.Fprintf(&b, "\nTraces are off: start with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 to send them to a collector (README.md).\n")
 	} else {
-		fmt.Printf("\nTraces go to the OTLP collector in OTEL_EXPORTER_OTLP_ENDPOINT.\n")
+		fmt.Fprintf(&b, "\nTraces go to the OTLP collector in OTEL_EXPORTER_OTLP_ENDPOINT.\n")
 	}
-	fmt.Printf("\nCtrl-C stops the services and the database.\n\n")
+	fmt.Fprintf(&b, "\nCtrl-C stops the services and the database.\n")
+	c.line(b.String())
 }

@@ -158,3 +158,72 @@ func checkDashboardMetricsExported(t *testing.T, services []service) {
 		assert.True(t, exported[name], "%s (used by %s) is not exported by any service", name, strings.Join(where, ", "))
 	}
 }
+
+// The dashboard's success rates are the expressions that alerts_test.yml
+// checks against the first failures of a new error type (promql_expr_test),
+// and the alert's ratio is the "Success rate" panel's: none of them can go
+// back to series that miss those failures without a test failing.
+func TestDashboardSuccessRatesAreUnitTested(t *testing.T) {
+	oneLine := func(expr string) string { return strings.Join(strings.Fields(expr), " ") }
+
+	raw, err := os.ReadFile(filepath.Join(observabilityDir, "alerts_test.yml"))
+	require.NoError(t, err)
+	var tests struct {
+		Tests []struct {
+			ExprTests []struct {
+				Expr string `yaml:"expr"`
+			} `yaml:"promql_expr_test"`
+		} `yaml:"tests"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &tests))
+	tested := map[string]bool{}
+	for _, group := range tests.Tests {
+		for _, e := range group.ExprTests {
+			tested[oneLine(e.Expr)] = true
+		}
+	}
+
+	raw, err = os.ReadFile(filepath.Join(observabilityDir, "dashboard.json"))
+	require.NoError(t, err)
+	var dashboard struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &dashboard))
+	panels := map[string]string{}
+	for _, p := range dashboard.Panels {
+		if len(p.Targets) == 1 {
+			panels[p.Title] = oneLine(p.Targets[0].Expr)
+		}
+	}
+	for _, title := range []string{"Success rate", "Success rate by operation type"} {
+		require.Contains(t, panels, title)
+		assert.True(t, tested[panels[title]], "panel %q: its expression %s is not checked by a promql_expr_test in alerts_test.yml", title, panels[title])
+	}
+
+	raw, err = os.ReadFile(filepath.Join(observabilityDir, "alerts.yml"))
+	require.NoError(t, err)
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &rules))
+	found := false
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "PlatformaLowSuccessRate" {
+				found = true
+				assert.Equal(t, panels["Success rate"]+" < 0.9", oneLine(r.Expr), "the alert reads the panel's ratio")
+			}
+		}
+	}
+	assert.True(t, found, "alert PlatformaLowSuccessRate exists")
+}

@@ -84,7 +84,8 @@ func TestMetricsCountStoredOperationsOnce(t *testing.T) {
 	logs := []*oplogv1.OperationLog{
 		log(reviews, ok, "", "p1", 300, 2),
 		log(reviews, failed, "TIMEOUT", "p2", 7000, 0),
-		log(reply, failed, "AUTH_REQUIRED", "p3", 100, 0), // beyond both caps
+		log(reply, failed, "SELECTOR_NOT_FOUND", "p3", 100, 0), // beyond both caps
+		log(reply, failed, "AUTH_REQUIRED", "", 100, 0),        // never folded: an alert reads it
 	}
 	bad := log(reviews, ok, "", "", 1, 0)
 	bad.UserId = "not-a-uuid"
@@ -98,20 +99,25 @@ func TestMetricsCountStoredOperationsOnce(t *testing.T) {
 
 	page := apptest.Scrape(t, s.MetricsAddr)
 	for series, want := range map[string]float64{
-		`platforma_operations_total{error_type="",operation_type="GET_REVIEWS",outcome="SUCCESS"}`:       1,
-		`platforma_operations_total{error_type="TIMEOUT",operation_type="GET_REVIEWS",outcome="FAILED"}`: 1,
-		`platforma_operations_total{error_type="other",operation_type="ADD_REPLY",outcome="FAILED"}`:     1,
-		`platforma_proxy_operations_total{outcome="SUCCESS",proxy="p1"}`:                                 1,
-		`platforma_proxy_operations_total{outcome="FAILED",proxy="p2"}`:                                  1,
-		`platforma_proxy_operations_total{outcome="FAILED",proxy="other"}`:                               1,
-		`platforma_operation_duration_seconds_count{operation_type="GET_REVIEWS"}`:                       2,
-		`platforma_operation_duration_seconds_bucket{operation_type="GET_REVIEWS",le="5"}`:               1,
-		`platforma_operation_retries_total{operation_type="GET_REVIEWS"}`:                                2,
-		`platforma_ingest_rows_total{reason="",result="accepted"}`:                                       3,
-		`platforma_ingest_rows_total{reason="",result="duplicate"}`:                                      3,
-		`platforma_ingest_rows_total{reason="user_id",result="rejected"}`:                                1,
-		`platforma_ingest_batch_rows_sum`:                                                                6,
-		`platforma_ingest_batch_failures_total`:                                                          0,
+		`platforma_operation_outcomes_total{operation_type="GET_REVIEWS",outcome="SUCCESS"}`:      1,
+		`platforma_operation_outcomes_total{operation_type="GET_REVIEWS",outcome="FAILED"}`:       1,
+		`platforma_operation_outcomes_total{operation_type="ADD_REPLY",outcome="FAILED"}`:         2,
+		`platforma_operation_outcomes_total{operation_type="CHECK_LOGIN",outcome="FAILED"}`:       0,
+		`platforma_operation_errors_total{error_type="TIMEOUT",operation_type="GET_REVIEWS"}`:     1,
+		`platforma_operation_errors_total{error_type="other",operation_type="ADD_REPLY"}`:         1,
+		`platforma_operation_errors_total{error_type="AUTH_REQUIRED",operation_type="ADD_REPLY"}`: 1,
+		`platforma_proxy_operations_total{outcome="SUCCESS",proxy="p1"}`:                          1,
+		`platforma_proxy_operations_total{outcome="FAILED",proxy="p2"}`:                           1,
+		`platforma_proxy_operations_total{outcome="FAILED",proxy="other"}`:                        1,
+		`platforma_operation_duration_seconds_count{operation_type="GET_REVIEWS"}`:                2,
+		`platforma_operation_duration_seconds_bucket{operation_type="GET_REVIEWS",le="5"}`:        1,
+		`platforma_operation_retries_total{operation_type="GET_REVIEWS"}`:                         2,
+		`platforma_ingest_rows_total{result="accepted"}`:                                          4,
+		`platforma_ingest_rows_total{result="duplicate"}`:                                         4,
+		`platforma_ingest_rows_total{result="rejected"}`:                                          1,
+		`platforma_ingest_rejected_rows_total{reason="user_id"}`:                                  1,
+		`platforma_ingest_batch_rows_sum`:                                                         8,
+		`platforma_ingest_batch_failures_total`:                                                   0,
 	} {
 		got, found := apptest.MetricValue(page, series)
 		assert.True(t, found, "%s exported", series)

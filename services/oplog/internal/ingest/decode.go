@@ -9,6 +9,7 @@ import (
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/validate"
 	"github.com/platforma/platforma/services/oplog/internal/store"
 )
 
@@ -195,20 +196,19 @@ func (c *Converter) Convert(b []byte, now time.Time) (store.Row, *Rejection) {
 	}
 	r.AuthTypeDetected = int16(l.authType)
 	for _, f := range []struct {
-		name       string
-		value      []byte
-		max        int
-		identifier bool
-		dst        *[]byte
+		name  string
+		value []byte
+		kind  validate.Kind
+		dst   *[]byte
 	}{
-		{"platform_account_id", l.accountID, MaxAccountIDBytes, true, &r.PlatformAccountID},
-		{"resource_id", l.resourceID, MaxResourceIDBytes, true, &r.ResourceID},
-		{"error_type", l.errorType, MaxErrorTypeBytes, true, &r.ErrorType},
-		{"error_message", l.errorMessage, MaxErrorMessageBytes, false, &r.ErrorMessage},
-		{"proxy_used", l.proxyUsed, MaxProxyBytes, true, &r.ProxyUsed},
-		{"user_agent", l.userAgent, MaxUserAgentBytes, false, &r.UserAgent},
+		{"platform_account_id", l.accountID, validate.Identifier, &r.PlatformAccountID},
+		{"resource_id", l.resourceID, validate.Identifier, &r.ResourceID},
+		{"error_type", l.errorType, validate.Code, &r.ErrorType},
+		{"error_message", l.errorMessage, validate.Message, &r.ErrorMessage},
+		{"proxy_used", l.proxyUsed, validate.Identifier, &r.ProxyUsed},
+		{"user_agent", l.userAgent, validate.UserAgent, &r.UserAgent},
 	} {
-		if reason := checkText(f.value, f.max, f.identifier); reason != "" {
+		if reason := f.kind.ProblemBytes(f.value); reason != "" {
 			return r, reject(f.name, reason)
 		}
 		*f.dst = f.value

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,21 +12,41 @@ import (
 	"github.com/platforma/platforma/services/oplog/internal/store"
 )
 
+// AuthRequired is the error type the PlatformaAuthErrorSpike alert reads:
+// its series exist from the start and it is never folded into "other".
+const AuthRequired = "AUTH_REQUIRED"
+
 // Metrics are the series the seed's dashboard and alerts are drawn from
 // (seed §7), counted from the rows as they are committed: only new rows,
 // so a client's retry never counts twice, and only once they are stored.
+//
+// Every series a rate, a ratio or an alert reads exists, at 0, before the
+// first row it counts: Prometheus' rate() and increase() only see what a
+// series gained after its first scrape, so a series born with its first
+// count hides that count (the first failures of a new error type read as
+// 100% success). Hence outcomes are counted apart from error types: the
+// operation type × outcome combinations are all known at start, error
+// types and proxies are not.
 type Metrics struct {
-	operations    *prometheus.CounterVec
+	outcomes      *prometheus.CounterVec
+	errors        *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	retries       *prometheus.CounterVec
 	proxies       *prometheus.CounterVec
 	rows          *prometheus.CounterVec
+	rejections    *prometheus.CounterVec
+	rejectedRows  prometheus.Counter
 	batchRows     prometheus.Histogram
 	commitSeconds prometheus.Histogram
 	batchFailures prometheus.Counter
 
 	errorTypeCap, proxyCap  *metrics.Cap
 	opLabels, outcomeLabels []string
+	// ops are the operation types' labels, UNSPECIFIED left out.
+	ops []string
+	// errorTypesSeen and proxiesSeen hold the label values whose series
+	// exist for every operation type, or both outcomes.
+	errorTypesSeen, proxiesSeen sync.Map
 }
 
 // NewMetrics builds the collectors. Error types and proxy names are the
@@ -34,10 +55,14 @@ type Metrics struct {
 func NewMetrics(maxErrorTypes, maxProxies int) *Metrics {
 	ns := metrics.Namespace
 	m := &Metrics{
-		operations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "operations_total",
-			Help: "Operations logged by workers, by type, outcome and error type (\"other\" beyond the cap).",
-		}, []string{"operation_type", "outcome", "error_type"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "operation_outcomes_total",
+			Help: "Operations logged by workers, by type and outcome; every combination exported from the start.",
+		}, []string{"operation_type", "outcome"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "operation_errors_total",
+			Help: "Failed operations by type and error type (\"\" when none given, \"other\" beyond the cap). An error type's series appear when it is first seen: use for distributions, operation_outcomes_total for rates.",
+		}, []string{"operation_type", "error_type"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "operation_duration_seconds",
 			Help:    "Execution time the workers reported for their operations.",
@@ -45,16 +70,20 @@ func NewMetrics(maxErrorTypes, maxProxies int) *Metrics {
 		}, []string{"operation_type"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "operation_retries_total",
-			Help: "Retries the workers reported (sum of retry_count); divided by operations_total, the average per operation.",
+			Help: "Retries the workers reported (sum of retry_count); divided by operation_outcomes_total, the average per operation.",
 		}, []string{"operation_type"}),
 		proxies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "proxy_operations_total",
-			Help: "Operations that went through a proxy, by proxy (\"other\" beyond the cap) and outcome.",
+			Help: "Operations that went through a proxy, by proxy (\"other\" beyond the cap) and outcome; both outcomes exported from a proxy's first row.",
 		}, []string{"proxy", "outcome"}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "ingest_rows_total",
-			Help: "Rows received by Ingest: accepted (newly stored), duplicate (already stored), rejected (reason: the field at fault).",
-		}, []string{"result", "reason"}),
+			Help: "Rows received by Ingest: accepted (newly stored), duplicate (already stored), rejected (invalid, not stored); every result exported from the start.",
+		}, []string{"result"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "ingest_rejected_rows_total",
+			Help: "Rows rejected by Ingest, by the field at fault (reason). A reason's series appears when it is first seen: use for distributions, ingest_rows_total for rates.",
+		}, []string{"reason"}),
 		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Name: "ingest_batch_rows",
 			Help:    "Rows per group-commit transaction.",
@@ -80,17 +109,28 @@ func NewMetrics(maxErrorTypes, maxProxies int) *Metrics {
 		m.outcomeLabels = growTo(m.outcomeLabels, int(n))
 		m.outcomeLabels[n] = metrics.EnumLabel(commonv1.Outcome(n))
 	}
-	// Series that dashboards divide by exist from the start.
-	m.rows.WithLabelValues("accepted", "")
-	m.rows.WithLabelValues("duplicate", "")
-	for n := range oplogv1.OperationType_name {
-		if n != 0 {
-			op := m.opLabels[n]
-			m.operations.WithLabelValues(op, "SUCCESS", "")
-			m.duration.WithLabelValues(op)
-			m.retries.WithLabelValues(op)
+	for n, op := range m.opLabels {
+		if n != int(oplogv1.OperationType_OPERATION_TYPE_UNSPECIFIED) && op != "" {
+			m.ops = append(m.ops, op)
 		}
 	}
+
+	// Every series that a rate, a ratio or an alert reads exists from the
+	// start, at 0.
+	for _, result := range []string{"accepted", "duplicate", "rejected"} {
+		m.rows.WithLabelValues(result)
+	}
+	m.rejectedRows = m.rows.WithLabelValues("rejected")
+	for _, op := range m.ops {
+		m.outcomes.WithLabelValues(op, m.outcomeLabel(int16(commonv1.Outcome_OUTCOME_SUCCESS)))
+		m.outcomes.WithLabelValues(op, m.outcomeLabel(int16(commonv1.Outcome_OUTCOME_FAILED)))
+		m.duration.WithLabelValues(op)
+		m.retries.WithLabelValues(op)
+	}
+	for _, errorType := range []string{"", AuthRequired, metrics.Other} {
+		m.initErrorType(errorType)
+	}
+	m.initProxy(metrics.Other)
 	return m
 }
 
@@ -101,9 +141,33 @@ func growTo(s []string, i int) []string {
 	return s
 }
 
+// initErrorType makes errorType's series exist for every operation type,
+// so once an error type has been seen, its first failure on another
+// operation type is counted exactly.
+func (m *Metrics) initErrorType(errorType string) {
+	if _, done := m.errorTypesSeen.Load(errorType); done {
+		return
+	}
+	for _, op := range m.ops {
+		m.errors.WithLabelValues(op, errorType)
+	}
+	m.errorTypesSeen.Store(errorType, struct{}{})
+}
+
+// initProxy makes both outcomes of proxy exist, so its first failure
+// after its first success (or the reverse) is counted exactly.
+func (m *Metrics) initProxy(proxy string) {
+	if _, done := m.proxiesSeen.Load(proxy); done {
+		return
+	}
+	m.proxies.WithLabelValues(proxy, m.outcomeLabel(int16(commonv1.Outcome_OUTCOME_SUCCESS)))
+	m.proxies.WithLabelValues(proxy, m.outcomeLabel(int16(commonv1.Outcome_OUTCOME_FAILED)))
+	m.proxiesSeen.Store(proxy, struct{}{})
+}
+
 // Collectors are what the server registers.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.operations, m.duration, m.retries, m.proxies, m.rows, m.batchRows, m.commitSeconds, m.batchFailures}
+	return []prometheus.Collector{m.outcomes, m.errors, m.duration, m.retries, m.proxies, m.rows, m.rejections, m.batchRows, m.commitSeconds, m.batchFailures}
 }
 
 func (m *Metrics) opLabel(n int16) string {
@@ -120,12 +184,28 @@ func (m *Metrics) outcomeLabel(n int16) string {
 	return metrics.EnumLabel(commonv1.Outcome(n))
 }
 
+// errorTypeLabel is the label value of errorType: itself, or "other"
+// beyond the cap. The alerted error type is always itself.
+func (m *Metrics) errorTypeLabel(errorType []byte) string {
+	if string(errorType) == AuthRequired {
+		return AuthRequired
+	}
+	return m.errorTypeCap.Value(string(errorType))
+}
+
 // Rejected counts one row refused for field.
-func (m *Metrics) Rejected(field string) { m.rows.WithLabelValues("rejected", field).Inc() }
+func (m *Metrics) Rejected(field string) {
+	m.rejectedRows.Inc()
+	m.rejections.WithLabelValues(field).Inc()
+}
 
 type opCount struct {
 	op, outcome int16
-	errorType   string
+}
+
+type errorCount struct {
+	op        int16
+	errorType string
 }
 
 type proxyCount struct {
@@ -138,17 +218,21 @@ type proxyCount struct {
 func (m *Metrics) Committed(newRows []*store.Row, duplicates int, elapsed time.Duration) {
 	m.batchRows.Observe(float64(len(newRows) + duplicates))
 	m.commitSeconds.Observe(elapsed.Seconds())
-	m.rows.WithLabelValues("accepted", "").Add(float64(len(newRows)))
+	m.rows.WithLabelValues("accepted").Add(float64(len(newRows)))
 	if duplicates > 0 {
-		m.rows.WithLabelValues("duplicate", "").Add(float64(duplicates))
+		m.rows.WithLabelValues("duplicate").Add(float64(duplicates))
 	}
 	ops := map[opCount]int{}
+	errs := map[errorCount]int{}
 	proxies := map[proxyCount]int{}
 	retries := map[int16]int{}
 	durations := map[int16]prometheus.Observer{}
 	// Capped in row order: the first values seen are the ones kept.
 	for _, r := range newRows {
-		ops[opCount{r.OperationType, r.Outcome, m.errorTypeCap.Value(string(r.ErrorType))}]++
+		ops[opCount{r.OperationType, r.Outcome}]++
+		if r.Outcome == int16(commonv1.Outcome_OUTCOME_FAILED) {
+			errs[errorCount{r.OperationType, m.errorTypeLabel(r.ErrorType)}]++
+		}
 		if len(r.ProxyUsed) > 0 {
 			proxies[proxyCount{m.proxyCap.Value(string(r.ProxyUsed)), r.Outcome}]++
 		}
@@ -165,9 +249,14 @@ func (m *Metrics) Committed(newRows []*store.Row, duplicates int, elapsed time.D
 		}
 	}
 	for k, n := range ops {
-		m.operations.WithLabelValues(m.opLabel(k.op), m.outcomeLabel(k.outcome), k.errorType).Add(float64(n))
+		m.outcomes.WithLabelValues(m.opLabel(k.op), m.outcomeLabel(k.outcome)).Add(float64(n))
+	}
+	for k, n := range errs {
+		m.initErrorType(k.errorType)
+		m.errors.WithLabelValues(m.opLabel(k.op), k.errorType).Add(float64(n))
 	}
 	for k, n := range proxies {
+		m.initProxy(k.proxy)
 		m.proxies.WithLabelValues(k.proxy, m.outcomeLabel(k.outcome)).Add(float64(n))
 	}
 	for op, n := range retries {

@@ -6,29 +6,21 @@ package ingest
 import (
 	"bytes"
 	"encoding/hex"
-	"strconv"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
-// Limits on one row. The SDK truncates free text to these sizes, so only
-// other clients meet them as rejections.
+// Limits on one row that are not text (text fields follow the kinds of
+// services/kit/validate). The SDK keeps within them, so only other
+// clients meet them as rejections.
 const (
-	MaxAccountIDBytes    = 255
-	MaxResourceIDBytes   = 255
-	MaxErrorTypeBytes    = 64
-	MaxErrorMessageBytes = 4096
-	MaxProxyBytes        = 255
-	MaxUserAgentBytes    = 512
-	MaxPayloadBytes      = 16 << 10 // each of request_payload and response_summary, as JSON
-	MaxPayloadDepth      = 16
-	MaxExecutionTimeMs   = 24 * 60 * 60 * 1000
-	MaxRetryCount        = 10000
+	MaxPayloadBytes    = 16 << 10 // each of request_payload and response_summary, as JSON
+	MaxPayloadDepth    = 16
+	MaxExecutionTimeMs = 24 * 60 * 60 * 1000
+	MaxRetryCount      = 10000
 )
 
 // Window is the range of create_time accepted at a given moment.
@@ -60,21 +52,6 @@ func parseUUID(b []byte) ([16]byte, bool) {
 	}
 	id, err := uuid.ParseBytes(b)
 	return id, err == nil
-}
-
-// checkText returns why b is refused as text, or "".
-func checkText(b []byte, max int, identifier bool) string {
-	switch {
-	case len(b) > max:
-		return "longer than " + strconv.Itoa(max) + " bytes"
-	case !utf8.Valid(b):
-		return "not valid UTF-8"
-	case bytes.IndexByte(b, 0) >= 0:
-		return "contains a NUL byte, which Postgres cannot store"
-	case identifier && bytes.IndexFunc(b, unicode.IsControl) >= 0:
-		return "contains control characters"
-	}
-	return ""
 }
 
 // traceID returns b in lower case when it is 32 hex digits, not all zero.

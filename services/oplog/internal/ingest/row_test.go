@@ -18,6 +18,7 @@ import (
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/validate"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -75,10 +76,17 @@ func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
 		{"NUL in message", func(l *oplogv1.OperationLog) { l.ErrorMessage = "boom\x00" }, "error_message"},
 		{"NUL in account", func(l *oplogv1.OperationLog) { l.PlatformAccountId = "\x00" }, "platform_account_id"},
 		{"newline in error type", func(l *oplogv1.OperationLog) { l.ErrorType = "A\nB" }, "error_type"},
-		{"long message", func(l *oplogv1.OperationLog) { l.ErrorMessage = strings.Repeat("x", MaxErrorMessageBytes+1) }, "error_message"},
-		{"long user agent", func(l *oplogv1.OperationLog) { l.UserAgent = strings.Repeat("u", MaxUserAgentBytes+1) }, "user_agent"},
-		{"long proxy", func(l *oplogv1.OperationLog) { l.ProxyUsed = strings.Repeat("p", MaxProxyBytes+1) }, "proxy_used"},
-		{"long resource", func(l *oplogv1.OperationLog) { l.ResourceId = strings.Repeat("r", MaxResourceIDBytes+1) }, "resource_id"},
+		// ProfileService refuses these accounts; so must Ingest, or the
+		// relay would have to drop an acknowledged login outcome.
+		{"space around account", func(l *oplogv1.OperationLog) { l.PlatformAccountId = " shop-1" }, "platform_account_id"},
+		{"no-break space after account", func(l *oplogv1.OperationLog) { l.PlatformAccountId = "shop-1\u00a0" }, "platform_account_id"},
+		{"account of spaces", func(l *oplogv1.OperationLog) { l.PlatformAccountId = "   " }, "platform_account_id"},
+		{"space around proxy", func(l *oplogv1.OperationLog) { l.ProxyUsed = "proxy-1 " }, "proxy_used"},
+		{"invalid UTF-8 in account", func(l *oplogv1.OperationLog) { l.PlatformAccountId = "shop-\xff" }, "platform_account_id"},
+		{"long message", func(l *oplogv1.OperationLog) { l.ErrorMessage = strings.Repeat("x", validate.Message.MaxBytes()+1) }, "error_message"},
+		{"long user agent", func(l *oplogv1.OperationLog) { l.UserAgent = strings.Repeat("u", validate.UserAgent.MaxBytes()+1) }, "user_agent"},
+		{"long proxy", func(l *oplogv1.OperationLog) { l.ProxyUsed = strings.Repeat("p", validate.Identifier.MaxBytes()+1) }, "proxy_used"},
+		{"long resource", func(l *oplogv1.OperationLog) { l.ResourceId = strings.Repeat("r", validate.Identifier.MaxBytes()+1) }, "resource_id"},
 		{"negative duration", func(l *oplogv1.OperationLog) { l.ExecutionTimeMs = proto.Int64(-1) }, "execution_time_ms"},
 		{"huge duration", func(l *oplogv1.OperationLog) { l.ExecutionTimeMs = proto.Int64(MaxExecutionTimeMs + 1) }, "execution_time_ms"},
 		{"negative retries", func(l *oplogv1.OperationLog) { l.RetryCount = -1 }, "retry_count"},
@@ -185,7 +193,7 @@ func TestConvertRefusesInvalidUTF8PerRow(t *testing.T) {
 	l.ErrorMessage = "message-XX"
 	_, rej := converter.Convert(corrupt(t, l, "XX", "\xc3\x28"), now)
 	require.NotNil(t, rej)
-	assert.Equal(t, Rejection{Field: "error_message", Reason: "not valid UTF-8"}, *rej)
+	assert.Equal(t, Rejection{Field: "error_message", Reason: "must be valid UTF-8"}, *rej)
 
 	l = goodLog()
 	l.RequestPayload = &structpb.Struct{Fields: map[string]*structpb.Value{"k": structpb.NewStringValue("v-XX")}}

@@ -365,6 +365,70 @@ func TestSlowDatabaseBacksPressureOntoStreams(t *testing.T) {
 	assert.Equal(t, 1+12*20, count(t, pool, ``))
 }
 
+// Streams that open and send nothing hold no decode slot: with more idle
+// streams than slots, a producer is still answered at once.
+func TestIdleStreamsDoNotStarveProducers(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	cfg := testConfig()
+	cfg.ReceiveSlots, cfg.BufferWait = 2, 2*time.Second
+	client := serve(t, pool, cfg, time.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := 0; i < 4*cfg.ReceiveSlots; i++ {
+		idle, err := client.Ingest(ctx)
+		require.NoError(t, err)
+		// One empty message, then silence: the stream waits for its next.
+		require.NoError(t, idle.Send(&oplogv1.IngestRequest{}))
+	}
+	for i := 0; i < 4*cfg.ReceiveSlots; i++ {
+		_, err := client.Ingest(ctx) // never sends a single message
+		require.NoError(t, err)
+	}
+	time.Sleep(100 * time.Millisecond) // the idle streams reach the server
+
+	for i := 0; i < 3; i++ {
+		resp, err := send(context.Background(), client, []*oplogv1.OperationLog{row(time.Now()), row(time.Now())})
+		require.NoError(t, err, "a producer is served while idle streams wait")
+		assert.Equal(t, int64(2), resp.GetAccepted())
+	}
+}
+
+// Each way of being saturated names its own cause.
+func TestSaturationNamesItsCause(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	cfg := testConfig()
+	cfg.BufferMiB, cfg.BufferWait = 1, 200*time.Millisecond
+	client := serve(t, pool, cfg, time.Now)
+	ctx := context.Background()
+	_, err := send(ctx, client, []*oplogv1.OperationLog{row(time.Now())})
+	require.NoError(t, err)
+	lock, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = lock.Rollback(ctx) }()
+	_, err = lock.Exec(ctx, `LOCK TABLE oplog.operation_logs IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	payload, err := structpb.NewStruct(map[string]any{"blob": strings.Repeat("x", 12000)})
+	require.NoError(t, err)
+	var msg string
+	for i := 0; i < 20 && msg == ""; i++ {
+		logs := make([]*oplogv1.OperationLog, 40)
+		for j := range logs {
+			logs[j] = row(time.Now())
+			logs[j].RequestPayload = payload
+		}
+		go func() { _, _ = send(ctx, client, logs) }() // fills the buffer, waits for the commit
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := send(callCtx, client, logs)
+		cancel()
+		if status.Code(err) == codes.ResourceExhausted {
+			msg = status.Convert(err).Message()
+		}
+	}
+	require.NotEmpty(t, msg, "a full buffer is reported")
+	assert.Contains(t, msg, "database is slower than producers")
+	assert.NotContains(t, msg, "decode slot")
+}
+
 func TestDatabaseDownFailsStreamsUntilItReturns(t *testing.T) {
 	ctx := context.Background()
 	cluster := pgtest.StartCluster(t)

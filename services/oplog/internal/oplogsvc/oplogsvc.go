@@ -43,7 +43,7 @@ const (
 	MaxRowsPerStream = 10000
 	// futureSkew is how far ahead of the server's clock create_time may be.
 	futureSkew = 5 * time.Minute
-	// recvIdle ends a stream that holds a receive slot but sends nothing.
+	// recvIdle ends a stream that sends nothing for this long.
 	recvIdle = 30 * time.Second
 )
 
@@ -101,7 +101,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.BatchDelay, "ingest-batch-delay", d.BatchDelay, "how long a batch waits for more rows after its first")
 	fs.IntVar(&c.Writers, "ingest-writers", d.Writers, "group-commit transactions written at once")
 	fs.IntVar(&c.BufferMiB, "ingest-buffer-mib", d.BufferMiB, "accepted rows waiting for their commit, in MiB; when full, streams wait, then get RESOURCE_EXHAUSTED")
-	fs.IntVar(&c.ReceiveSlots, "ingest-receive-slots", d.ReceiveSlots, "stream messages decoded at once; the rest wait in HTTP/2 flow control")
+	fs.IntVar(&c.ReceiveSlots, "ingest-receive-slots", d.ReceiveSlots, "stream messages validated and converted at once; streams waiting for their next message hold none")
 	fs.StringVar(&c.ProfileAddr, "profile-addr", "",
 		"ProfileService address (host:port); when set, CHECK_LOGIN and VALIDATE_SESSION rows are forwarded to it as login outcomes")
 	fs.IntVar(&c.LoginRelayBatch, "login-relay-batch", d.LoginRelayBatch, "login outcomes per call to ProfileService (1-1000)")
@@ -282,34 +282,19 @@ func (s *Server) Ingest(stream grpc.ClientStreamingServer[oplogv1.IngestRequest,
 		if err != nil {
 			return err
 		}
-		logs, err := ingest.SplitRequest(frame.Bytes)
+		rows, err := s.decodeMessage(ctx, frame, &index, resp)
 		if err != nil {
-			return apierr.InvalidArgument(apierr.FieldViolation("logs", err.Error()))
-		}
-		if len(logs) > MaxRowsPerMessage {
-			return apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per message", MaxRowsPerMessage)))
-		}
-		if index+int64(len(logs)) > MaxRowsPerStream {
-			return apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per stream; open another stream", MaxRowsPerStream)))
-		}
-		now := s.now()
-		rows := make([]store.Row, 0, len(logs))
-		for _, b := range logs {
-			row, rej := s.convert.Convert(b, now)
-			if rej != nil {
-				resp.Rejected = append(resp.Rejected, &oplogv1.RejectedLog{Index: index, Id: ingest.RowID(b), Field: rej.Field, Reason: rej.Reason})
-				s.metrics.Rejected(rej.Field)
-			} else {
-				rows = append(rows, row)
-			}
-			index++
+			return err
 		}
 		if len(rows) == 0 {
 			continue
 		}
 		chunk, err := s.writer.Submit(ctx, rows)
 		if err != nil {
-			return busyOr(err)
+			if errors.Is(err, ingest.ErrBusy) {
+				return saturated(msgDatabaseBehind)
+			}
+			return err
 		}
 		chunks = append(chunks, chunk)
 	}
@@ -324,22 +309,11 @@ func (s *Server) Ingest(stream grpc.ClientStreamingServer[oplogv1.IngestRequest,
 	return stream.SendAndClose(resp)
 }
 
-// receiveMessage reads the stream's next message, as bytes, inside a
-// receive slot, so that at most ReceiveSlots messages are in memory at
-// once; the others wait in HTTP/2 flow control, which slows their senders
-// down.
+// receiveMessage reads the stream's next message as bytes. Waiting for it
+// costs nothing but the stream's goroutine: a stream that sends nothing
+// holds no decode slot, so idle streams cannot starve busy ones. One that
+// stays silent for recvIdle loses its stream.
 func (s *Server) receiveMessage(ctx context.Context, stream grpc.ServerStream) (*wire.Frame, error) {
-	waitCtx, cancel := context.WithTimeout(ctx, s.slotWait)
-	defer cancel()
-	if err := s.receive.Acquire(waitCtx, 1); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, busyOr(ingest.ErrBusy)
-	}
-	defer s.receive.Release(1)
-	// RecvMsg blocks until the client sends; a client that holds a slot
-	// and sends nothing loses its stream rather than starve the others.
 	type result struct {
 		frame *wire.Frame
 		err   error
@@ -350,20 +324,67 @@ func (s *Server) receiveMessage(ctx context.Context, stream grpc.ServerStream) (
 		err := stream.RecvMsg(frame)
 		got <- result{frame, err}
 	}()
+	idle := time.NewTimer(recvIdle)
+	defer idle.Stop()
 	select {
 	case r := <-got:
 		return r.frame, r.err
-	case <-time.After(recvIdle):
+	case <-idle.C:
+		// Returning ends the stream, which ends the RecvMsg above.
 		return nil, status.Errorf(codes.DeadlineExceeded, "no message for %s; streams must keep sending or close", recvIdle)
 	}
 }
 
-// busyOr turns ErrBusy into RESOURCE_EXHAUSTED with a retry delay.
-func busyOr(err error) error {
-	if !errors.Is(err, ingest.ErrBusy) {
-		return err
+// decodeMessage validates and converts the rows of one received message
+// inside a decode slot: at most ReceiveSlots messages are decoded at once,
+// which bounds the CPU and the memory that decoding takes. Rejected rows
+// are added to resp; index counts the stream's rows.
+func (s *Server) decodeMessage(ctx context.Context, frame *wire.Frame, index *int64, resp *oplogv1.IngestResponse) ([]store.Row, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, s.slotWait)
+	defer cancel()
+	if err := s.receive.Acquire(waitCtx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, saturated(msgDecodersBusy)
 	}
-	st := status.New(codes.ResourceExhausted, "ingest is saturated: the database is slower than producers; resend after the retry delay")
+	defer s.receive.Release(1)
+
+	logs, err := ingest.SplitRequest(frame.Bytes)
+	if err != nil {
+		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", err.Error()))
+	}
+	if len(logs) > MaxRowsPerMessage {
+		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per message", MaxRowsPerMessage)))
+	}
+	if *index+int64(len(logs)) > MaxRowsPerStream {
+		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per stream; open another stream", MaxRowsPerStream)))
+	}
+	now := s.now()
+	rows := make([]store.Row, 0, len(logs))
+	for _, b := range logs {
+		row, rej := s.convert.Convert(b, now)
+		if rej != nil {
+			resp.Rejected = append(resp.Rejected, &oplogv1.RejectedLog{Index: *index, Id: ingest.RowID(b), Field: rej.Field, Reason: rej.Reason})
+			s.metrics.Rejected(rej.Field)
+		} else {
+			rows = append(rows, row)
+		}
+		*index++
+	}
+	return rows, nil
+}
+
+// Why Ingest is saturated: each names its cause, so an operator knows
+// whether to add database capacity or server CPU.
+const (
+	msgDatabaseBehind = "ingest is saturated: rows wait for the database to commit them (the database is slower than producers); resend after the retry delay"
+	msgDecodersBusy   = "ingest is saturated: every decode slot is busy (this replica's CPU is slower than producers); resend after the retry delay"
+)
+
+// saturated is RESOURCE_EXHAUSTED with its cause and a retry delay.
+func saturated(msg string) error {
+	st := status.New(codes.ResourceExhausted, msg)
 	if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)}); derr == nil {
 		st = d
 	}

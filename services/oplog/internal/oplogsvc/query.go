@@ -29,11 +29,6 @@ const (
 	hourSeriesMax    = 92 * 24 * time.Hour
 )
 
-var (
-	identifier = validate.Text{MaxBytes: 255, Identifier: true}
-	errorType  = validate.Text{MaxBytes: 64, Identifier: true}
-)
-
 // ListOperationLogs returns logs matching the filter, newest first.
 func (s *Server) ListOperationLogs(ctx context.Context, req *oplogv1.ListOperationLogsRequest) (*oplogv1.ListOperationLogsResponse, error) {
 	f, err := s.parseList(req)
@@ -70,7 +65,7 @@ func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilt
 			f.UserID = &raw
 		}
 	}
-	if identifier.Check(&v, "platform_account_id", req.GetPlatformAccountId()) {
+	if validate.Identifier.Check(&v, "platform_account_id", req.GetPlatformAccountId()) {
 		f.AccountID = req.GetPlatformAccountId()
 	}
 	if validate.Enum(&v, "operation_type", req.GetOperationType(), false) {
@@ -79,10 +74,10 @@ func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilt
 	if validate.Enum(&v, "outcome", req.GetOutcome(), false) {
 		f.Outcome = int16(req.GetOutcome())
 	}
-	if errorType.Check(&v, "error_type", req.GetErrorType()) {
+	if validate.Code.Check(&v, "error_type", req.GetErrorType()) {
 		f.ErrorType = req.GetErrorType()
 	}
-	if identifier.Check(&v, "proxy_used", req.GetProxyUsed()) {
+	if validate.Identifier.Check(&v, "proxy_used", req.GetProxyUsed()) {
 		f.ProxyUsed = req.GetProxyUsed()
 	}
 	if tok := req.GetPageToken(); tok != "" {
@@ -99,6 +94,7 @@ func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilt
 	f.Until = s.now()
 	if req.GetUntil() != nil {
 		f.Until, _ = validate.Timestamp(&v, "until", req.GetUntil())
+		f.Until = earliest(f.Until, s.latestRow())
 	}
 	f.Since = f.Until.Add(-listDefaultRange)
 	if req.GetSince() != nil {
@@ -106,6 +102,17 @@ func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilt
 	}
 	checkWindow(&v, f.Since, f.Until, listMaxRange)
 	return f, v.Err()
+}
+
+// latestRow is the newest create_time Ingest accepts now: windows end
+// there at the latest.
+func (s *Server) latestRow() time.Time { return s.now().Add(futureSkew) }
+
+func earliest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return b
+	}
+	return a
 }
 
 // checkWindow records what is wrong with [since, until) for a maximum
@@ -190,13 +197,21 @@ func jsonStruct(b []byte) *structpb.Struct {
 	return s
 }
 
-// statsWindow validates [since, until) and widens it to whole buckets.
-func statsWindow(v *apierr.Violations, since, until *timestamppb.Timestamp, bucket, max time.Duration) store.Window {
+// statsWindow validates [since, until), ends it no later than latest (no
+// row is newer) and widens it to whole buckets. Ending it at latest keeps
+// the answer's until a valid Timestamp: a window asked to end in year 9999
+// would otherwise be widened past the end of the type's range.
+func statsWindow(v *apierr.Violations, since, until *timestamppb.Timestamp, bucket, max time.Duration, latest time.Time) store.Window {
 	s, okSince := validate.Timestamp(v, "since", since)
 	u, okUntil := validate.Timestamp(v, "until", until)
 	if !okSince || !okUntil {
 		return store.Window{}
 	}
+	if s.After(latest) {
+		v.Add("since", "in the future: no row is newer than the server's clock plus "+futureSkew.String())
+		return store.Window{}
+	}
+	u = earliest(u, latest)
 	checkWindow(v, s, u, max)
 	w := store.Window{Since: s.UTC().Truncate(bucket), Until: u.UTC().Truncate(bucket)}
 	if w.Until.Before(u) {
@@ -208,7 +223,7 @@ func statsWindow(v *apierr.Violations, since, until *timestamppb.Timestamp, buck
 // GetOperationStats summarises each operation type over the window.
 func (s *Server) GetOperationStats(ctx context.Context, req *oplogv1.GetOperationStatsRequest) (*oplogv1.GetOperationStatsResponse, error) {
 	var v apierr.Violations
-	w := statsWindow(&v, req.GetSince(), req.GetUntil(), time.Hour, statsMaxWindow)
+	w := statsWindow(&v, req.GetSince(), req.GetUntil(), time.Hour, statsMaxWindow, s.latestRow())
 	validate.Enum(&v, "operation_type", req.GetOperationType(), false)
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -270,7 +285,7 @@ func operationStats(rows []store.OpStats) []*oplogv1.OperationStats {
 // GetProxyStats summarises each proxy over the window.
 func (s *Server) GetProxyStats(ctx context.Context, req *oplogv1.GetProxyStatsRequest) (*oplogv1.GetProxyStatsResponse, error) {
 	var v apierr.Violations
-	w := statsWindow(&v, req.GetSince(), req.GetUntil(), time.Hour, statsMaxWindow)
+	w := statsWindow(&v, req.GetSince(), req.GetUntil(), time.Hour, statsMaxWindow, s.latestRow())
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -322,7 +337,7 @@ func (s *Server) GetFailureRateSeries(ctx context.Context, req *oplogv1.GetFailu
 	default:
 		v.Add("bucket", "required: TIME_BUCKET_HOUR or TIME_BUCKET_DAY")
 	}
-	w := statsWindow(&v, req.GetSince(), req.GetUntil(), bucket, max)
+	w := statsWindow(&v, req.GetSince(), req.GetUntil(), bucket, max, s.latestRow())
 	validate.Enum(&v, "operation_type", req.GetOperationType(), false)
 	if err := v.Err(); err != nil {
 		return nil, err

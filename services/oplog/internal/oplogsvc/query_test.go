@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -19,6 +21,7 @@ import (
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
+	"github.com/platforma/platforma/services/kit/validate"
 	"github.com/platforma/platforma/services/oplog/internal/stats"
 	"github.com/platforma/platforma/services/oplog/internal/store"
 )
@@ -401,6 +404,74 @@ func TestListFiltersAndDefaultWindow(t *testing.T) {
 	}))
 }
 
+// Every value Ingest stores can be used as the filter that finds it: both
+// follow the field kinds of services/kit/validate.
+func TestStoredValuesAreUsableFilters(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	client := serve(t, pool, testConfig(), func() time.Time { return clock })
+	ctx := context.Background()
+	values := []string{"a b", "가게-7", "x" + strings.Repeat("y", 254), "tab\u200bzero-width", "E_" + strings.Repeat("Z", 62)}
+	var logs []*oplogv1.OperationLog
+	for _, v := range values {
+		l := row(clock.Add(-time.Minute))
+		l.Id, l.PlatformAccountId, l.ProxyUsed = uuid.NewString(), v, v
+		l.Outcome, l.ErrorType = commonv1.Outcome_OUTCOME_FAILED, v[:min(len(v), validate.Code.MaxBytes())]
+		logs = append(logs, l)
+	}
+	require.Equal(t, int64(len(values)), ingestAll(t, client, logs))
+	for i, l := range logs {
+		for field, req := range map[string]*oplogv1.ListOperationLogsRequest{
+			"platform_account_id": {PlatformAccountId: l.GetPlatformAccountId()},
+			"proxy_used":          {ProxyUsed: l.GetProxyUsed()},
+			"error_type":          {ErrorType: l.GetErrorType(), Outcome: commonv1.Outcome_OUTCOME_FAILED},
+		} {
+			resp, err := client.ListOperationLogs(ctx, req)
+			require.NoError(t, err, "%s %q", field, values[i])
+			var ids []string
+			for _, got := range resp.GetOperationLogs() {
+				ids = append(ids, got.GetId())
+			}
+			assert.Contains(t, ids, l.GetId(), "%s %q", field, values[i])
+		}
+	}
+}
+
+// Windows asked to end beyond any possible row end at the server's clock
+// plus the future skew, so the answer's until is a valid Timestamp that
+// protojson (grpcurl) can print.
+func TestStatsWindowsEndAtTheNewestPossibleRow(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	client := serve(t, pool, testConfig(), func() time.Time { return clock })
+	ctx := context.Background()
+	ingestAll(t, client, []*oplogv1.OperationLog{row(clock.Add(-time.Hour))})
+	farFuture := timestamppb.New(time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC))
+	since := timestamppb.New(clock.Add(-24 * time.Hour))
+	latest := time.Date(2026, 11, 20, 16, 0, 0, 0, time.UTC) // clock + 5 minutes, widened to the hour
+	var untils []*timestamppb.Timestamp
+	stats, err := client.GetOperationStats(ctx, &oplogv1.GetOperationStatsRequest{Since: since, Until: farFuture})
+	require.NoError(t, err)
+	require.Len(t, stats.GetStats(), 1)
+	assert.Equal(t, int64(1), stats.GetStats()[0].GetTotal())
+	untils = append(untils, stats.GetUntil())
+	proxies, err := client.GetProxyStats(ctx, &oplogv1.GetProxyStatsRequest{Since: since, Until: farFuture})
+	require.NoError(t, err)
+	untils = append(untils, proxies.GetUntil())
+	series, err := client.GetFailureRateSeries(ctx, &oplogv1.GetFailureRateSeriesRequest{Since: since, Until: farFuture, Bucket: oplogv1.TimeBucket_TIME_BUCKET_HOUR})
+	require.NoError(t, err)
+	untils = append(untils, series.GetUntil())
+	for _, u := range untils {
+		require.NoError(t, u.CheckValid())
+		assert.True(t, u.AsTime().Equal(latest), "until %s, want %s", u.AsTime(), latest)
+	}
+	for _, m := range []proto.Message{stats, proxies, series} {
+		_, err := protojson.Marshal(m)
+		assert.NoError(t, err, "grpcurl prints it")
+	}
+	list, err := client.ListOperationLogs(ctx, &oplogv1.ListOperationLogsRequest{Since: since, Until: farFuture})
+	require.NoError(t, err, "a list window ending in year 9999 ends now")
+	assert.Len(t, list.GetOperationLogs(), 1)
+}
+
 func TestQueryValidation(t *testing.T) {
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
@@ -440,6 +511,18 @@ func TestQueryValidation(t *testing.T) {
 		}, "operation_type"},
 		"proxies: three years": {func() error {
 			_, err := client.GetProxyStats(ctx, &oplogv1.GetProxyStatsRequest{Since: ts(clock.AddDate(-3, 0, 0)), Until: ts(clock)})
+			return err
+		}, "since"},
+		"list: account not UTF-8": {func() error {
+			_, err := client.ListOperationLogs(ctx, &oplogv1.ListOperationLogsRequest{PlatformAccountId: "acct-\xff"})
+			return err
+		}, "platform_account_id"},
+		"list: error type not UTF-8": {func() error {
+			_, err := client.ListOperationLogs(ctx, &oplogv1.ListOperationLogsRequest{ErrorType: "\xc3\x28"})
+			return err
+		}, "error_type"},
+		"stats: since in the future": {func() error {
+			_, err := client.GetOperationStats(ctx, &oplogv1.GetOperationStatsRequest{Since: ts(clock.Add(time.Hour)), Until: ts(clock.Add(2 * time.Hour))})
 			return err
 		}, "since"},
 		"series: no bucket": {func() error {

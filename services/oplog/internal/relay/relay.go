@@ -59,10 +59,10 @@ type Relay struct {
 	cfg     Config
 	log     *slog.Logger
 
-	delivered prometheus.Counter
-	dropped   *prometheus.CounterVec
-	failures  prometheus.Counter
-	backlog   *metrics.Polled
+	delivered    prometheus.Counter
+	deadLettered *prometheus.CounterVec
+	failures     prometheus.Counter
+	backlog      *metrics.Polled
 }
 
 // New returns a relay that delivers st's outbox to profile.
@@ -73,6 +73,9 @@ func New(st *store.Store, profile profilev1.ProfileServiceClient, cfg Config, lo
 		nil, nil)
 	age := prometheus.NewDesc(ns+"_login_outbox_oldest_age_seconds",
 		"Age of the oldest login outcome waiting for ProfileService; 0 when none waits.", nil, nil)
+	deadLetters := prometheus.NewDesc(ns+"_login_dead_letters",
+		"Login outcomes ProfileService refused for good, kept for an operator (ListLoginDeadLetters). Read from the database: aggregate with max.",
+		nil, nil)
 	return &Relay{
 		store:   st,
 		profile: profile,
@@ -82,27 +85,28 @@ func New(st *store.Store, profile profilev1.ProfileServiceClient, cfg Config, lo
 			Namespace: ns, Name: "login_outbox_delivered_total",
 			Help: "Login outcomes ProfileService applied (or recognised as already applied).",
 		}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "login_outbox_dropped_total",
-			Help: "Login outcomes ProfileService refused for good (reason: the gRPC code), removed from the outbox.",
-		}, []string{"reason"}),
+		deadLettered: deadLetteredCounter(),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "login_outbox_delivery_errors_total",
 			Help: "Delivery calls that failed and will be retried.",
 		}),
 		backlog: metrics.NewPolled(5*time.Second, log, func(ctx context.Context) ([]metrics.Sample, error) {
-			n, oldest, err := st.OutboxBacklog(ctx)
+			b, err := st.OutboxBacklog(ctx)
 			if err != nil {
 				return nil, err
 			}
-			return []metrics.Sample{{Desc: backlog, Value: float64(n)}, {Desc: age, Value: oldest.Seconds()}}, nil
-		}, backlog, age),
+			return []metrics.Sample{
+				{Desc: backlog, Value: float64(b.Waiting)},
+				{Desc: age, Value: b.Oldest.Seconds()},
+				{Desc: deadLetters, Value: float64(b.DeadLetters)},
+			}, nil
+		}, backlog, age, deadLetters),
 	}
 }
 
 // Collectors are the relay's metrics.
 func (r *Relay) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{r.delivered, r.dropped, r.failures, r.backlog}
+	return []prometheus.Collector{r.delivered, r.deadLettered, r.failures, r.backlog}
 }
 
 // Run delivers while this replica holds the relay lock, and stands by
@@ -148,7 +152,7 @@ func (r *Relay) lead(ctx context.Context, conn *store.RelayConn) {
 		if !ok {
 			return
 		}
-		if len(done) == len(entries) {
+		if done == len(entries) {
 			backoff = r.cfg.InitialBackoff
 			continue
 		}
@@ -161,10 +165,11 @@ func (r *Relay) lead(ctx context.Context, conn *store.RelayConn) {
 	}
 }
 
-// deliverBatch delivers entries and deletes those done with, in one span.
-// It returns the sequence numbers deleted, and false when the relay
-// connection failed (or shutdown began).
-func (r *Relay) deliverBatch(ctx context.Context, conn *store.RelayConn, entries []store.OutboxEntry, backoff time.Duration) ([]int64, bool) {
+// deliverBatch delivers entries and, in one span, deletes those applied
+// and moves those refused for good to the dead letters. It returns how
+// many entries are done with, and false when the relay connection failed
+// (or shutdown began).
+func (r *Relay) deliverBatch(ctx context.Context, conn *store.RelayConn, entries []store.OutboxEntry, backoff time.Duration) (int, bool) {
 	ctx, span := tracer.Start(ctx, "oplog.login_relay.deliver",
 		trace.WithNewRoot(), // its own trace, linked to the rows' traces
 		trace.WithSpanKind(trace.SpanKindProducer),
@@ -172,33 +177,38 @@ func (r *Relay) deliverBatch(ctx context.Context, conn *store.RelayConn, entries
 		trace.WithAttributes(attribute.Int("oplog.login_outcomes", len(entries))))
 	defer span.End()
 
-	done, err := r.deliver(ctx, span, entries)
+	delivered, refused, err := r.deliver(ctx, span, entries)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(otelcodes.Error, "delivery failed")
 		if ctx.Err() != nil {
-			return nil, false
+			return 0, false
 		}
 		r.failures.Inc()
 		r.log.WarnContext(ctx, "login relay: delivery failed; retrying", "entries", len(entries), "retry_in", backoff.String(), "error", err)
 	}
-	if len(done) == 0 {
-		return nil, true
+	done := len(delivered) + len(refused)
+	if done == 0 {
+		return 0, true
 	}
-	// Delivered is delivered: delete even when shutdown has begun, or the
+	// Delivered is delivered: finish even when shutdown has begun, or the
 	// next leader resends (harmless, but wasted).
-	delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	finCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := conn.Delete(delCtx, done); err != nil {
+	if err := conn.Finish(finCtx, delivered, refused); err != nil {
 		r.log.WarnContext(ctx, "login relay: removing delivered entries failed; they will be resent", "error", err)
-		return nil, false
+		return 0, false
+	}
+	r.delivered.Add(float64(len(delivered)))
+	for _, ref := range refused {
+		r.deadLettered.WithLabelValues(ref.Code).Inc()
 	}
 	return done, true
 }
 
 // deliver sends one batch and returns the sequence numbers of the entries
-// that are done with: applied, or refused for good.
-func (r *Relay) deliver(ctx context.Context, span trace.Span, entries []store.OutboxEntry) ([]int64, error) {
+// ProfileService applied, and the entries it refused for good.
+func (r *Relay) deliver(ctx context.Context, span trace.Span, entries []store.OutboxEntry) ([]int64, []store.Refusal, error) {
 	req := &profilev1.BatchRecordLoginResultsRequest{Requests: make([]*profilev1.RecordLoginResultRequest, len(entries))}
 	for i, e := range entries {
 		outcome := commonv1.Outcome_OUTCOME_FAILED
@@ -221,37 +231,49 @@ func (r *Relay) deliver(ctx context.Context, span trace.Span, entries []store.Ou
 		err = fmt.Errorf("ProfileService answered %d results for %d outcomes", len(resp.GetResults()), len(entries))
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var done []int64
+	var delivered []int64
+	var refused []store.Refusal
 	for i, res := range resp.GetResults() {
 		itemErr := res.GetError()
 		if itemErr == nil {
-			r.delivered.Inc()
-			done = append(done, entries[i].Seq)
+			delivered = append(delivered, entries[i].Seq)
 			continue
 		}
 		code := codes.Code(itemErr.GetCode())
 		if !permanent(code) {
 			continue
 		}
-		r.dropped.WithLabelValues(code.String()).Inc()
-		r.log.WarnContext(ctx, "login relay: ProfileService refused a login outcome; dropped",
-			"event_id", req.Requests[i].GetEventId(), "code", code.String(), "reason", itemErr.GetMessage())
-		done = append(done, entries[i].Seq)
+		name := code.String()
+		r.log.WarnContext(ctx, "login relay: ProfileService refused a login outcome; kept as a dead letter",
+			"event_id", req.Requests[i].GetEventId(), "code", name, "reason", itemErr.GetMessage())
+		refused = append(refused, store.Refusal{Seq: entries[i].Seq, Code: name, Reason: itemErr.GetMessage()})
 	}
-	span.SetAttributes(attribute.Int("oplog.login_outcomes_done", len(done)))
-	return done, nil
+	span.SetAttributes(attribute.Int("oplog.login_outcomes_done", len(delivered)+len(refused)))
+	return delivered, refused, nil
+}
+
+func deadLetteredCounter() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Name: "login_outbox_dead_lettered_total",
+		Help: "Login outcomes ProfileService refused for good (reason: the gRPC code), moved from the outbox to the dead letters.",
+	}, []string{"reason"})
+	// Every series from the start, so rate() sees the first increase.
+	for code := range permanentCodes {
+		c.WithLabelValues(code.String())
+	}
+	return c
+}
+
+// permanentCodes are the item errors that resending cannot help.
+var permanentCodes = map[codes.Code]bool{
+	codes.InvalidArgument: true, codes.FailedPrecondition: true, codes.OutOfRange: true,
+	codes.NotFound: true, codes.AlreadyExists: true, codes.PermissionDenied: true,
 }
 
 // permanent reports whether resending an item refused with c cannot help.
-func permanent(c codes.Code) bool {
-	switch c {
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied:
-		return true
-	}
-	return false
-}
+func permanent(c codes.Code) bool { return permanentCodes[c] }
 
 // links point at the spans that performed the operations being forwarded.
 func links(entries []store.OutboxEntry) []trace.Link {

@@ -282,22 +282,97 @@ func TestResentLoginIsNotCountedTwice(t *testing.T) {
 	assert.Equal(t, 1.0, metric(t, prof, `platforma_logins_total{auth_type="UNSPECIFIED",outcome="FAILED"}`))
 }
 
-// What ProfileService refuses for good leaves the outbox, counted, and
-// does not hold up the logins behind it.
-func TestRefusedLoginIsDroppedAndCounted(t *testing.T) {
-	prof := startProfile(t, "-max-event-age=1h")
-	op := startOpLog(t, prof.Addr)
+// What ProfileService refuses for good leaves the outbox without holding
+// up the logins behind it, and is kept as a dead letter that an operator
+// lists and, once the cause is fixed, replays.
+func TestRefusedLoginIsKeptAsADeadLetterAndReplayable(t *testing.T) {
+	profileAddr := freeAddr(t)
+	prof := startProfile(t, "-listen-addr="+profileAddr, "-max-event-age=1h")
+	op := startOpLog(t, profileAddr)
 	user := uuid.NewString()
-	ingest(t, op, login(user, "old", true, time.Now().Add(-2*time.Hour)), login(user, "new", true, time.Now()))
+	old := login(user, "old", true, time.Now().Add(-2*time.Hour))
+	ingest(t, op, old, login(user, "new", true, time.Now()))
 
 	eventually(t, "the outbox empties", func() bool { return outboxSize(t, op.DatabaseURL) == 0 })
-	assert.Equal(t, 1.0, metric(t, op, `platforma_login_outbox_dropped_total{reason="InvalidArgument"}`))
+	assert.Equal(t, 1.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="InvalidArgument"}`))
+	assert.Equal(t, 0.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="FailedPrecondition"}`), "every reason exported from the start")
 	assert.Equal(t, 1.0, metric(t, op, "platforma_login_outbox_delivered_total"))
+	eventually(t, "the dead letter gauge reads 1", func() bool { return metric(t, op, "platforma_login_dead_letters") == 1 })
 	_, err := getProfile(t, prof, user, "old")
 	assert.Equal(t, codes.NotFound, status.Code(err))
-	p, err := getProfile(t, prof, user, "new")
+
+	client := oplogv1.NewOpLogServiceClient(op.Conn)
+	list, err := client.ListLoginDeadLetters(context.Background(), &oplogv1.ListLoginDeadLettersRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetLoginDeadLetters(), 1)
+	dl := list.GetLoginDeadLetters()[0]
+	assert.Equal(t, old.GetId(), dl.GetEventId())
+	assert.Equal(t, "old", dl.GetPlatformAccountId())
+	assert.Equal(t, commonv1.Outcome_OUTCOME_SUCCESS, dl.GetOutcome())
+	assert.True(t, dl.GetOccurredAt().AsTime().Equal(old.GetCreateTime().AsTime().Truncate(time.Microsecond)))
+	assert.Equal(t, "InvalidArgument", dl.GetCode())
+	assert.Contains(t, dl.GetReason(), "older than 1h0m0s")
+	assert.Empty(t, list.GetNextPageToken())
+
+	// The operator widens ProfileService's window and replays.
+	prof.Stop()
+	prof = apptest.Run(t, profile.Service(), prof.DatabaseURL, profileGRPC, "-listen-addr="+profileAddr)
+	replay, err := client.ReplayLoginDeadLetters(context.Background(), &oplogv1.ReplayLoginDeadLettersRequest{All: true})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), replay.GetReplayed())
+	eventually(t, "the replayed login reaches its profile", func() bool {
+		p, err := getProfile(t, prof, user, "old")
+		return err == nil && p.GetTotalLoginCount() == 1
+	})
+	list, err = client.ListLoginDeadLetters(context.Background(), &oplogv1.ListLoginDeadLettersRequest{})
+	require.NoError(t, err)
+	assert.Empty(t, list.GetLoginDeadLetters())
+	again, err := client.ReplayLoginDeadLetters(context.Background(), &oplogv1.ReplayLoginDeadLettersRequest{EventIds: []string{old.GetId()}})
+	require.NoError(t, err)
+	assert.Zero(t, again.GetReplayed(), "a delivered outcome is no dead letter any more")
+}
+
+func TestDeadLetterRequestsAreValidated(t *testing.T) {
+	op := apptest.Start(t, oplog.Service(), oplogGRPC)
+	client := oplogv1.NewOpLogServiceClient(op.Conn)
+	for _, tt := range []struct {
+		req   *oplogv1.ReplayLoginDeadLettersRequest
+		field string
+	}{
+		{&oplogv1.ReplayLoginDeadLettersRequest{}, "event_ids"},
+		{&oplogv1.ReplayLoginDeadLettersRequest{All: true, EventIds: []string{uuid.NewString()}}, "event_ids"},
+		{&oplogv1.ReplayLoginDeadLettersRequest{EventIds: []string{uuid.NewString(), "nope"}}, "event_ids[1]"},
+	} {
+		_, err := client.ReplayLoginDeadLetters(context.Background(), tt.req)
+		assert.Equal(t, []string{tt.field}, apptest.ViolatedFields(t, err))
+	}
+	_, err := client.ListLoginDeadLetters(context.Background(), &oplogv1.ListLoginDeadLettersRequest{PageToken: "forged"})
+	assert.Equal(t, []string{"page_token"}, apptest.ViolatedFields(t, err))
+}
+
+// ProfileService refuses accounts with surrounding whitespace; Ingest
+// refuses them too, row by row, so no acknowledged login can be refused
+// later on its way to a profile.
+func TestLoginThatProfilesWouldRefuseIsRefusedAtIngest(t *testing.T) {
+	prof := startProfile(t)
+	op := startOpLog(t, prof.Addr)
+	user := uuid.NewString()
+	resp := ingest(t, op,
+		login(user, " padded", true, time.Now()),
+		login(user, "nbsp\u00a0", true, time.Now()),
+		login(user, "   ", true, time.Now()),
+		login(user, "fine", true, time.Now()))
+	assert.Equal(t, int64(1), resp.GetAccepted())
+	require.Len(t, resp.GetRejected(), 3)
+	for i, r := range resp.GetRejected() {
+		assert.Equal(t, int64(i), r.GetIndex())
+		assert.Equal(t, "platform_account_id", r.GetField())
+	}
+	eventually(t, "the accepted login is delivered", func() bool { return outboxSize(t, op.DatabaseURL) == 0 })
+	p, err := getProfile(t, prof, user, "fine")
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), p.GetTotalLoginCount())
+	assert.Equal(t, 0.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="InvalidArgument"}`))
 }
 
 func TestWithoutProfileAddrNothingIsForwarded(t *testing.T) {
@@ -366,7 +441,7 @@ func TestTraceFromWorkerThroughIngestAndRelayIntoProfiles(t *testing.T) {
 	relayCall := rt.child(t, deliver.SpanContext.SpanID(), "platforma.profile.v1.ProfileService/BatchRecordLoginResults", trace.SpanKindClient)
 	relayHandle := rt.child(t, relayCall.SpanContext.SpanID(), "platforma.profile.v1.ProfileService/BatchRecordLoginResults", trace.SpanKindServer)
 	assert.NotEmpty(t, rt.childrenNamed(relayHandle.SpanContext.SpanID(), "batch start"), "ProfileService's database spans under its handler")
-	assert.NotEmpty(t, rt.childrenNamed(deliver.SpanContext.SpanID(), "DELETE"), "the relay removes what it delivered within its span")
+	assert.NotEmpty(t, rt.childrenNamed(deliver.SpanContext.SpanID(), "WITH"), "the relay removes what it delivered within its span")
 	t.Logf("relay's trace (linked to %s):\n%s", worker.SpanContext().SpanID(), rt.render(deliver.SpanContext.SpanID(), deliver.Name))
 
 	// The stored row keeps the worker's trace and span ids.

@@ -8,15 +8,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
-	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/oplog/internal/domain"
 )
 
-// Operation types whose rows are login outcomes for ProfileService.
-const (
-	opCheckLogin      = int16(oplogv1.OperationType_OPERATION_TYPE_CHECK_LOGIN)
-	opValidateSession = int16(oplogv1.OperationType_OPERATION_TYPE_VALIDATE_SESSION)
-	outcomeSuccess    = int16(commonv1.Outcome_OUTCOME_SUCCESS)
-)
+// outcomeSuccess is the Outcome number of a successful login.
+const outcomeSuccess = int16(commonv1.Outcome_OUTCOME_SUCCESS)
 
 // EnableLoginOutbox makes WriteRows put every new login row with an
 // account into oplog.login_outbox, in the rows' transaction. Call it
@@ -24,9 +20,10 @@ const (
 func (s *Store) EnableLoginOutbox() { s.loginOutbox = true }
 
 // isLogin reports whether a row is a login outcome ProfileService can
-// apply: a CHECK_LOGIN or VALIDATE_SESSION of a known account.
+// apply: a login row that names its account (a check that failed before
+// the account was known has no profile to move).
 func isLogin(r *Row) bool {
-	return (r.OperationType == opCheckLogin || r.OperationType == opValidateSession) && len(r.PlatformAccountID) > 0
+	return domain.IsLogin(r.OperationType) && len(r.PlatformAccountID) > 0
 }
 
 var outboxColumns = []string{"event_id", "user_id", "platform_account_id", "success", "auth_type", "occurred_at", "trace_id", "span_id"}
@@ -113,15 +110,46 @@ FROM oplog.login_outbox ORDER BY seq LIMIT $1`, limit)
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[OutboxEntry])
 }
 
-// Delete removes delivered (or undeliverable) entries.
-func (c *RelayConn) Delete(ctx context.Context, seqs []int64) error {
+// Refusal is ProfileService's final answer for one entry.
+type Refusal struct {
+	Seq    int64
+	Code   string // gRPC code name
+	Reason string
+}
+
+// Finish removes delivered entries and moves refused ones to the dead
+// letters, in one statement: an outcome is never in neither table.
+func (c *RelayConn) Finish(ctx context.Context, delivered []int64, refused []Refusal) error {
+	seqs := append([]int64(nil), delivered...)
+	deadSeqs := make([]int64, len(refused))
+	deadCodes := make([]string, len(refused))
+	deadReasons := make([]string, len(refused))
+	for i, r := range refused {
+		seqs = append(seqs, r.Seq)
+		deadSeqs[i], deadCodes[i], deadReasons[i] = r.Seq, r.Code, r.Reason
+	}
 	if len(seqs) == 0 {
 		return nil
 	}
-	tag, err := c.conn.Exec(ctx, "DELETE FROM oplog.login_outbox WHERE seq = ANY($1)", seqs)
-	if err == nil && tag.RowsAffected() != int64(len(seqs)) {
+	var gone, dead int
+	err := c.conn.QueryRow(ctx, `
+WITH gone AS (
+	DELETE FROM oplog.login_outbox WHERE seq = ANY($1)
+	RETURNING seq, event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id
+), dead AS (
+	INSERT INTO oplog.login_dead_letters AS d
+		(event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id, code, reason)
+	SELECT g.event_id, g.user_id, g.platform_account_id, g.success, g.auth_type, g.occurred_at, g.trace_id, g.span_id, r.code, r.reason
+	FROM gone g JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS r(seq, code, reason) ON r.seq = g.seq
+	ON CONFLICT (event_id) DO UPDATE
+		SET code = excluded.code, reason = excluded.reason, dead_lettered_at = now()
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM dead)`,
+		seqs, deadSeqs, deadCodes, deadReasons).Scan(&gone, &dead)
+	if err == nil && (gone != len(seqs) || dead != len(refused)) {
 		// Only the lock holder deletes; anything else is a bug worth seeing.
-		return fmt.Errorf("deleted %d outbox entries, expected %d", tag.RowsAffected(), len(seqs))
+		return fmt.Errorf("finished %d outbox entries (%d dead letters), expected %d (%d)", gone, dead, len(seqs), len(refused))
 	}
 	return err
 }
@@ -129,11 +157,65 @@ func (c *RelayConn) Delete(ctx context.Context, seqs []int64) error {
 // Broken reports whether the connection is gone (and so is the lock).
 func (c *RelayConn) Broken() bool { return c.conn.IsClosed() }
 
-// OutboxBacklog counts the waiting entries and the age of the oldest.
-func (s *Store) OutboxBacklog(ctx context.Context) (count int64, oldest time.Duration, err error) {
+// Backlog is the state of the relay's tables.
+type Backlog struct {
+	// Waiting is the number of outbox entries, Oldest the age of the
+	// oldest (0 when none).
+	Waiting int64
+	Oldest  time.Duration
+	// DeadLetters is the number of outcomes ProfileService refused.
+	DeadLetters int64
+}
+
+// OutboxBacklog reads the backlog.
+func (s *Store) OutboxBacklog(ctx context.Context) (Backlog, error) {
+	var b Backlog
 	var seconds float64
-	err = s.pool.QueryRow(ctx, `
-SELECT count(*), coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8
-FROM oplog.login_outbox`).Scan(&count, &seconds)
-	return count, time.Duration(seconds * float64(time.Second)), err
+	err := s.pool.QueryRow(ctx, `
+SELECT count(*), coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8,
+	(SELECT count(*) FROM oplog.login_dead_letters)
+FROM oplog.login_outbox`).Scan(&b.Waiting, &seconds, &b.DeadLetters)
+	b.Oldest = time.Duration(seconds * float64(time.Second))
+	return b, err
+}
+
+// DeadLetter is a login outcome ProfileService refused for good.
+type DeadLetter struct {
+	EventID           [16]byte
+	UserID            [16]byte
+	PlatformAccountID string
+	Success           bool
+	AuthType          int16
+	OccurredAt        time.Time
+	Code, Reason      string
+	DeadLetteredAt    time.Time
+}
+
+// ListDeadLetters returns up to limit dead letters with an event id
+// greater than after, in event id order (the primary key).
+func (s *Store) ListDeadLetters(ctx context.Context, after [16]byte, limit int) ([]DeadLetter, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT event_id, user_id, platform_account_id, success, auth_type, occurred_at, code, reason, dead_lettered_at
+FROM oplog.login_dead_letters WHERE event_id > $1 ORDER BY event_id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[DeadLetter])
+}
+
+// ReplayDeadLetters moves dead letters back to the outbox, those with the
+// given event ids or, with all, every one. It returns how many moved.
+func (s *Store) ReplayDeadLetters(ctx context.Context, eventIDs [][16]byte, all bool) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `
+WITH moved AS (
+	DELETE FROM oplog.login_dead_letters WHERE $2 OR event_id = ANY($1)
+	RETURNING event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id
+)
+INSERT INTO oplog.login_outbox (event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id)
+SELECT event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id
+FROM moved ORDER BY occurred_at`, eventIDs, all)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
 }

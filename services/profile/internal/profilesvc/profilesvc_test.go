@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -305,32 +304,38 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 	}
 }
 
-// rawCodec sends bytes as they are, so a test can put on the wire what
-// a hostile client could, including what Go's protobuf refuses to marshal.
-type rawCodec struct{}
+// A string that is not UTF-8 is refused like any other bad value: the
+// field named, and in a batch that item alone. (Our stubs no longer refuse
+// to encode such strings, so the test sends what any client could.)
+func TestInvalidUTF8IsRefusedByField(t *testing.T) {
+	client, pool := newClient(t)
+	user := uuid.New()
+	_, err := client.RecordLoginResult(context.Background(), login(user, "a\xffb", success, base))
+	assert.Equal(t, []string{"platform_account_id"}, apptest.ViolatedFields(t, err))
+	_, err = client.GetProfile(context.Background(), &profilev1.GetProfileRequest{UserId: user.String(), PlatformAccountId: "\xc3\x28"})
+	assert.Equal(t, []string{"platform_account_id"}, apptest.ViolatedFields(t, err))
+	_, err = client.ListProfiles(context.Background(), &profilev1.ListProfilesRequest{PageToken: "\xff\xfe"})
+	assert.Equal(t, []string{"page_token"}, apptest.ViolatedFields(t, err))
 
-func (rawCodec) Marshal(v any) ([]byte, error)      { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(data []byte, v any) error { *(v.(*[]byte)) = data; return nil }
-func (rawCodec) Name() string                       { return "proto" }
-
-func TestInvalidUTF8NeverReachesTheDatabase(t *testing.T) {
-	pool := pgtest.NewPool(t)
-	conn := apptest.Serve(t, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
-	req := login(uuid.New(), "a#b", success, base)
-	wire, err := proto.Marshal(req)
+	resp, err := client.BatchRecordLoginResults(context.Background(), &profilev1.BatchRecordLoginResultsRequest{
+		Requests: []*profilev1.RecordLoginResultRequest{
+			login(user, "acct-1", success, base),
+			login(user, "acct-\xff", success, base),
+			login(user, "acct-1", failed, base.Add(time.Second)),
+		},
+	})
 	require.NoError(t, err)
-	at := strings.Index(string(wire), "a#b")
-	require.Positive(t, at)
-	wire[at+1] = 0xff // same length, no longer UTF-8
-
-	var resp []byte
-	err = conn.Invoke(context.Background(), profilev1.ProfileService_RecordLoginResult_FullMethodName, &wire, &resp, grpc.ForceCodec(rawCodec{}))
-	// grpc-go refuses to decode a proto3 string that is not UTF-8 before
-	// any handler runs, and reports it as INTERNAL.
-	assert.Equal(t, codes.Internal, status.Code(err))
+	require.Len(t, resp.GetResults(), 3)
+	assert.Nil(t, resp.GetResults()[0].GetError())
+	bad := resp.GetResults()[1].GetError()
+	require.NotNil(t, bad)
+	assert.Equal(t, int32(codes.InvalidArgument), bad.GetCode())
+	require.Len(t, bad.GetFieldViolations(), 1)
+	assert.Equal(t, "requests[1].platform_account_id", bad.GetFieldViolations()[0].GetField())
+	assert.Equal(t, int64(2), resp.GetResults()[2].GetProfile().GetTotalLoginCount())
 	var n int
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM profile.login_events").Scan(&n))
-	assert.Zero(t, n)
+	assert.Equal(t, 2, n)
 }
 
 func TestBatchAppliesEveryValidItem(t *testing.T) {

@@ -15,10 +15,6 @@ import (
 	"github.com/platforma/platforma/services/profile/internal/store"
 )
 
-// accountID is how a platform account id may look: it is compared exactly
-// and shown to operators.
-var accountID = validate.Text{Required: true, MaxBytes: 255, Identifier: true}
-
 // validateLogin checks one login outcome; prefix is the path of the item
 // in a batch ("requests[3].") or "".
 func (s *Server) validateLogin(v *apierr.Violations, prefix string, req *profilev1.RecordLoginResultRequest) (store.LoginResult, bool) {
@@ -26,7 +22,7 @@ func (s *Server) validateLogin(v *apierr.Violations, prefix string, req *profile
 	var r store.LoginResult
 	r.EventID, _ = validate.UUID(v, prefix+"event_id", req.GetEventId())
 	r.Account.UserID, _ = validate.UUID(v, prefix+"user_id", req.GetUserId())
-	if accountID.Check(v, prefix+"platform_account_id", req.GetPlatformAccountId()) {
+	if validate.Identifier.Require(v, prefix+"platform_account_id", req.GetPlatformAccountId()) {
 		r.Account.PlatformAccountID = req.GetPlatformAccountId()
 	}
 	if validate.Enum(v, prefix+"outcome", req.GetOutcome(), true) {
@@ -61,7 +57,7 @@ func validateGet(req *profilev1.GetProfileRequest) (getQuery, error) {
 		q.id, _ = validate.UUID(&v, "id", req.GetId())
 	case hasKey:
 		q.account.UserID, _ = validate.UUID(&v, "user_id", req.GetUserId())
-		if accountID.Check(&v, "platform_account_id", req.GetPlatformAccountId()) {
+		if validate.Identifier.Require(&v, "platform_account_id", req.GetPlatformAccountId()) {
 			q.account.PlatformAccountID = req.GetPlatformAccountId()
 		}
 	default:

@@ -295,6 +295,35 @@ func TestBatchWithOneBadItem(t *testing.T) {
 	assert.Equal(t, []string{"items"}, apptest.ViolatedFields(t, err))
 }
 
+// A string that is not UTF-8 is refused by field, like any bad value; in
+// a page, that review alone.
+func TestInvalidUTF8IsRefusedByField(t *testing.T) {
+	client, _ := newClient(t)
+	ctx := context.Background()
+	shop := uuid.New()
+	good, bad := review(shop, base), review(shop, base)
+	bad.ExternalBusinessId = "biz-\xff"
+	resp, err := client.BatchUpsertReviewMetadata(ctx, &reviewmetav1.BatchUpsertReviewMetadataRequest{
+		Items: []*reviewmetav1.ReviewMetadata{bad, good},
+	})
+	require.NoError(t, err)
+	res := resp.GetResults()
+	require.Len(t, res, 2)
+	assert.Equal(t, "items[0].external_business_id", res[0].GetError().GetFieldViolations()[0].GetField())
+	assert.Equal(t, good.GetReviewId(), res[1].GetReviewMetadata().GetReviewId())
+
+	src := review(shop, base)
+	src.Source = "\xc3\x28"
+	_, err = client.UpsertReviewMetadata(ctx, &reviewmetav1.UpsertReviewMetadataRequest{ReviewMetadata: src})
+	assert.Equal(t, []string{"review_metadata.source"}, apptest.ViolatedFields(t, err))
+	_, err = client.RecordReplyAttempt(ctx, &reviewmetav1.RecordReplyAttemptRequest{
+		ReviewId: good.GetReviewId(), ErrorType: "E\xff", AttemptedAt: timestamppb.New(base),
+	})
+	assert.Equal(t, []string{"error_type"}, apptest.ViolatedFields(t, err))
+	_, err = client.ListReviewMetadata(ctx, &reviewmetav1.ListReviewMetadataRequest{ExternalShopId: "ext-\xff"})
+	assert.Equal(t, []string{"external_shop_id"}, apptest.ViolatedFields(t, err))
+}
+
 func TestInvalidInputNamesTheField(t *testing.T) {
 	client, _ := newClient(t)
 	ctx := context.Background()

@@ -15,13 +15,6 @@ import (
 	"github.com/platforma/platforma/services/reviewmeta/internal/store"
 )
 
-// How the platform's identifiers may look: compared exactly, shown to
-// operators, bounded like the columns that hold them.
-var (
-	externalID = validate.Text{MaxBytes: 255, Identifier: true}
-	shortCode  = validate.Text{MaxBytes: 64, Identifier: true}
-)
-
 // reviewID is validate.UUID; named for what it reads.
 func reviewID(v *apierr.Violations, field, s string) (uuid.UUID, bool) {
 	return validate.UUID(v, field, s)
@@ -35,13 +28,13 @@ func (s *Server) validateUpsert(v *apierr.Violations, prefix string, in *reviewm
 	var u store.Upsert
 	u.ReviewID, _ = validate.UUID(v, prefix+"review_id", in.GetReviewId())
 	u.ShopID, _ = validate.UUID(v, prefix+"shop_id", in.GetShopId())
-	if externalID.Check(v, prefix+"external_shop_id", in.GetExternalShopId()) {
+	if validate.Identifier.Check(v, prefix+"external_shop_id", in.GetExternalShopId()) {
 		u.ExternalShopID = in.GetExternalShopId()
 	}
-	if externalID.Check(v, prefix+"external_business_id", in.GetExternalBusinessId()) {
+	if validate.Identifier.Check(v, prefix+"external_business_id", in.GetExternalBusinessId()) {
 		u.ExternalBusinessID = in.GetExternalBusinessId()
 	}
-	if shortCode.Check(v, prefix+"source", in.GetSource()) {
+	if validate.Code.Check(v, prefix+"source", in.GetSource()) {
 		u.Source = in.GetSource()
 	}
 	u.HasBookingDetail = in.GetHasBookingDetail()
@@ -70,7 +63,7 @@ func (s *Server) validateAttempt(req *reviewmetav1.RecordReplyAttemptRequest) (s
 	var a store.Attempt
 	a.ReviewID, _ = validate.UUID(&v, "review_id", req.GetReviewId())
 	a.Success = req.GetSuccess()
-	if shortCode.Check(&v, "error_type", req.GetErrorType()) && !a.Success {
+	if validate.Code.Check(&v, "error_type", req.GetErrorType()) && !a.Success {
 		a.ErrorType = req.GetErrorType()
 	}
 	if at, ok := validate.Timestamp(&v, "attempted_at", req.GetAttemptedAt()); ok &&
@@ -94,7 +87,7 @@ func parseList(req *reviewmetav1.ListReviewMetadataRequest) (store.ListQuery, er
 	case req.GetShopId() != "":
 		q.ShopID, _ = validate.UUID(&v, "shop_id", req.GetShopId())
 	case req.GetExternalShopId() != "":
-		if externalID.Check(&v, "external_shop_id", req.GetExternalShopId()) {
+		if validate.Identifier.Check(&v, "external_shop_id", req.GetExternalShopId()) {
 			q.ExternalShopID = req.GetExternalShopId()
 		}
 	default:
