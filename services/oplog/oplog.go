@@ -9,6 +9,7 @@ import (
 	"github.com/platforma/platforma/services/kit/app"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 )
 
 // Service describes the binary: ports, migrations, flags and wiring.
@@ -23,7 +24,9 @@ func Service() app.Service {
 		DefaultMaxRecvMsgBytes: 1 << 20,
 		Migrations:             migrations.OpLog,
 		Config:                 &cfg,
-		GRPCOptions:            oplogsvc.GRPCOptions(),
+		// Ingest reads its messages as bytes (package wire); the kit
+		// server wraps the codec to refuse malformed requests.
+		Codec: wire.Codec{},
 		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
 			return oplogsvc.Register(r, pool, cfg)
 		},

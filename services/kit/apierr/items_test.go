@@ -53,7 +53,9 @@ func TestItemRefusalsIgnoreOtherResponses(t *testing.T) {
 	t.Parallel()
 	r := apierr.NewItemRefusals(slog.New(slog.DiscardHandler))
 	_, err := r.UnaryServerInterceptor()(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x/y"},
-		func(context.Context, any) (any, error) { return &profilev1.ListProfilesResponse{Profiles: []*profilev1.Profile{{}}}, nil })
+		func(context.Context, any) (any, error) {
+			return &profilev1.ListProfilesResponse{Profiles: []*profilev1.Profile{{}}}, nil
+		})
 	require.NoError(t, err)
 	assert.Equal(t, 0, testutil.CollectAndCount(r.Collector()))
 }

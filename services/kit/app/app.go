@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
 
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/db"
@@ -47,7 +48,10 @@ type Service struct {
 	Config Configurable
 	// Register wires the service's gRPC implementation to its database.
 	Register func(server.Registrar, *pgxpool.Pool) error
-	// GRPCOptions are extra gRPC server options the service needs.
+	// Codec, if set, replaces grpc's protobuf codec (server.Options.Codec).
+	Codec encoding.CodecV2
+	// GRPCOptions are extra gRPC server options the service needs; a
+	// codec belongs in Codec.
 	GRPCOptions []grpc.ServerOption
 }
 
@@ -178,6 +182,7 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		HealthInterval:  cfg.HealthInterval,
 		MaxRecvMsgSize:  cfg.MaxRecvMsgBytes,
+		Limits:          cfg.limits(),
 	}, server.Options{
 		Logger:   logger,
 		Database: pool,
@@ -187,6 +192,7 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 			}
 			return svc.Register(r, pool)
 		},
+		Codec:       svc.Codec,
 		GRPCOptions: svc.GRPCOptions,
 	})
 	if err != nil {

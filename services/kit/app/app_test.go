@@ -70,6 +70,42 @@ func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
 			code: 2, contains: []string{"DATABASE_URL", "LISTEN_ADDR", "LOG_LEVEL", "LOG_FORMAT"},
 		},
 		{name: "stray argument", args: []string{"migrate", "now"}, code: 2, contains: []string{"unexpected arguments: now"}},
+		{
+			name: "transport limits out of range, all named at once",
+			args: []string{"serve", "-max-concurrent-streams=0", "-max-header-list-bytes=100", "-keepalive-time=100ms", "-recv-timeout=0s"},
+			env: map[string]string{
+				"DATABASE_URL": okURL, "KEEPALIVE_TIMEOUT": "0s", "MAX_CONNECTION_IDLE": "-1s", "MAX_CONNECTION_AGE": "0s",
+				"MAX_CONNECTION_AGE_GRACE": "0s", "RECV_IDLE_TIMEOUT": "0s", "HANDSHAKE_TIMEOUT": "0s",
+			},
+			code: 2, contains: []string{
+				"MAX_CONCURRENT_STREAMS (-max-concurrent-streams) must be between 1 and 65536",
+				"MAX_HEADER_LIST_BYTES (-max-header-list-bytes) must be between 4096 and 16777216",
+				"HANDSHAKE_TIMEOUT (-handshake-timeout) must be positive",
+				"KEEPALIVE_TIME (-keepalive-time) must be at least 1s",
+				"KEEPALIVE_TIMEOUT (-keepalive-timeout) must be positive",
+				"MAX_CONNECTION_IDLE (-max-connection-idle) must be positive",
+				"MAX_CONNECTION_AGE (-max-connection-age) must be positive",
+				"MAX_CONNECTION_AGE_GRACE (-max-connection-age-grace) must be positive",
+				"RECV_TIMEOUT (-recv-timeout) must be positive",
+				"RECV_IDLE_TIMEOUT (-recv-idle-timeout) must be positive",
+			},
+		},
+		{
+			name: "a limit of the wrong type",
+			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": okURL, "MAX_CONCURRENT_STREAMS": "many"},
+			code: 2, contains: []string{`MAX_CONCURRENT_STREAMS="many"`},
+		},
+		{
+			name: "flag help lists the limits",
+			args: []string{"serve", "-h"}, code: 0,
+			contains: []string{
+				"-max-concurrent-streams, MAX_CONCURRENT_STREAMS (default 256)",
+				"-max-header-list-bytes, MAX_HEADER_LIST_BYTES (default 16384)",
+				"-recv-timeout, RECV_TIMEOUT (default 10s)",
+				"-recv-idle-timeout, RECV_IDLE_TIMEOUT (default 30s)",
+				"-max-connection-age, MAX_CONNECTION_AGE (default 30m0s)",
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,6 +137,22 @@ func TestFlagBeatsEnvBeatsDefault(t *testing.T) {
 	assert.Equal(t, ":2222", cfg.MetricsAddr, "env wins over default")
 	assert.Equal(t, 7*time.Second, cfg.ShutdownTimeout)
 	assert.Equal(t, 2*time.Second, cfg.HealthInterval, "default when neither is given")
+}
+
+func TestLimitsFromFlagsAndEnv(t *testing.T) {
+	t.Parallel()
+	var cfg serveConfig
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	cfg.register(fs, testService)
+	env := map[string]string{"MAX_CONCURRENT_STREAMS": "64", "RECV_IDLE_TIMEOUT": "45s"}
+	require.NoError(t, parseFlags(fs, []string{"-recv-timeout=3s", "-max-connection-age=1h"}, func(k string) string { return env[k] }))
+
+	want := server.DefaultLimits()
+	want.MaxConcurrentStreams = 64
+	want.RecvIdleTimeout = 45 * time.Second
+	want.RecvTimeout = 3 * time.Second
+	want.MaxConnectionAge = time.Hour
+	assert.Equal(t, want, cfg.limits(), "flags and env over the defaults")
 }
 
 func TestEnvName(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/platforma/platforma/services/kit/logging"
+	"github.com/platforma/platforma/services/kit/server"
 )
 
 // EnvName is the environment variable equivalent to a flag:
@@ -98,6 +99,34 @@ type serveConfig struct {
 	DBMaxConns       int
 	DBConnectTimeout time.Duration
 	MaxRecvMsgBytes  int
+
+	// Transport limits (server.Limits).
+	MaxConcurrentStreams  int
+	MaxHeaderListBytes    int
+	HandshakeTimeout      time.Duration
+	KeepaliveTime         time.Duration
+	KeepaliveTimeout      time.Duration
+	MaxConnectionIdle     time.Duration
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+	RecvTimeout           time.Duration
+	RecvIdleTimeout       time.Duration
+}
+
+// limits are the transport limits the flags set.
+func (c *serveConfig) limits() server.Limits {
+	return server.Limits{
+		MaxConcurrentStreams:  uint32(c.MaxConcurrentStreams),
+		MaxHeaderListSize:     uint32(c.MaxHeaderListBytes),
+		HandshakeTimeout:      c.HandshakeTimeout,
+		KeepaliveTime:         c.KeepaliveTime,
+		KeepaliveTimeout:      c.KeepaliveTimeout,
+		MaxConnectionIdle:     c.MaxConnectionIdle,
+		MaxConnectionAge:      c.MaxConnectionAge,
+		MaxConnectionAgeGrace: c.MaxConnectionAgeGrace,
+		RecvTimeout:           c.RecvTimeout,
+		RecvIdleTimeout:       c.RecvIdleTimeout,
+	}
 }
 
 func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
@@ -113,6 +142,17 @@ func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
 		maxMsg = svc.DefaultMaxRecvMsgBytes
 	}
 	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", maxMsg, "largest request message accepted, in bytes")
+	d := server.DefaultLimits()
+	fs.IntVar(&c.MaxConcurrentStreams, "max-concurrent-streams", int(d.MaxConcurrentStreams), "calls open at once on one connection; a client's further calls wait")
+	fs.IntVar(&c.MaxHeaderListBytes, "max-header-list-bytes", int(d.MaxHeaderListSize), "largest request headers (metadata) accepted, in bytes")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "time from accepting a connection to the end of its HTTP/2 handshake")
+	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", d.KeepaliveTime, "silence on a connection before the server pings it")
+	fs.DurationVar(&c.KeepaliveTimeout, "keepalive-timeout", d.KeepaliveTimeout, "how long the server waits for a ping's answer before closing the connection")
+	fs.DurationVar(&c.MaxConnectionIdle, "max-connection-idle", d.MaxConnectionIdle, "a connection without calls for this long is closed gracefully")
+	fs.DurationVar(&c.MaxConnectionAge, "max-connection-age", d.MaxConnectionAge, "a connection is closed gracefully after this long (±10%); clients reconnect")
+	fs.DurationVar(&c.MaxConnectionAgeGrace, "max-connection-age-grace", d.MaxConnectionAgeGrace, "how long calls on a connection closed for its age get to finish")
+	fs.DurationVar(&c.RecvTimeout, "recv-timeout", d.RecvTimeout, "unary and server-streaming calls: the request must arrive within this of the call's start, else DEADLINE_EXCEEDED")
+	fs.DurationVar(&c.RecvIdleTimeout, "recv-idle-timeout", d.RecvIdleTimeout, "client-streaming calls: longest wait for the client's next message, else DEADLINE_EXCEEDED")
 	if svc.Config != nil {
 		svc.Config.RegisterFlags(fs)
 	}
@@ -142,6 +182,16 @@ func (c *serveConfig) validate(svc Service) error {
 		{"DB_MAX_CONNS (-db-max-conns) must be between 1 and 10000", c.DBMaxConns >= 1 && c.DBMaxConns <= 10000},
 		{"DB_CONNECT_TIMEOUT (-db-connect-timeout) must be positive", c.DBConnectTimeout > 0},
 		{"MAX_RECV_MSG_BYTES (-max-recv-msg-bytes) must be between 1024 and 268435456", c.MaxRecvMsgBytes >= 1024 && c.MaxRecvMsgBytes <= 256<<20},
+		{"MAX_CONCURRENT_STREAMS (-max-concurrent-streams) must be between 1 and 65536", c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= 1<<16},
+		{"MAX_HEADER_LIST_BYTES (-max-header-list-bytes) must be between 4096 and 16777216", c.MaxHeaderListBytes >= 4<<10 && c.MaxHeaderListBytes <= 16<<20},
+		{"HANDSHAKE_TIMEOUT (-handshake-timeout) must be positive", c.HandshakeTimeout > 0},
+		{"KEEPALIVE_TIME (-keepalive-time) must be at least 1s", c.KeepaliveTime >= time.Second},
+		{"KEEPALIVE_TIMEOUT (-keepalive-timeout) must be positive", c.KeepaliveTimeout > 0},
+		{"MAX_CONNECTION_IDLE (-max-connection-idle) must be positive", c.MaxConnectionIdle > 0},
+		{"MAX_CONNECTION_AGE (-max-connection-age) must be positive", c.MaxConnectionAge > 0},
+		{"MAX_CONNECTION_AGE_GRACE (-max-connection-age-grace) must be positive", c.MaxConnectionAgeGrace > 0},
+		{"RECV_TIMEOUT (-recv-timeout) must be positive", c.RecvTimeout > 0},
+		{"RECV_IDLE_TIMEOUT (-recv-idle-timeout) must be positive", c.RecvIdleTimeout > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
@@ -129,10 +130,16 @@ func (s *Service) Stop() {
 func (s *Service) Logs() string { return s.logs.String() }
 
 // Serve runs a kit server with the real interceptor chain on a free
-// port, with the services register adds (and their own server options),
-// and returns a client connection to it. The server stops when the test
-// ends.
-func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error, opts ...grpc.ServerOption) *grpc.ClientConn {
+// port, with the services register adds, and returns a client connection
+// to it. The server stops when the test ends.
+func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error) *grpc.ClientConn {
+	t.Helper()
+	return ServeCodec(t, db, nil, register)
+}
+
+// ServeCodec is Serve for a service with its own codec (nil: protobuf),
+// which the kit wraps as it does in the binary.
+func ServeCodec(t testing.TB, db server.Pinger, codec encoding.CodecV2, register func(server.Registrar) error) *grpc.ClientConn {
 	t.Helper()
 	srv, err := server.New(server.Config{
 		ListenAddr:      "127.0.0.1:0",
@@ -141,10 +148,10 @@ func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error
 		HealthInterval:  time.Second,
 		MaxRecvMsgSize:  16 << 20,
 	}, server.Options{
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Database:    db,
-		Register:    register,
-		GRPCOptions: opts,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database: db,
+		Register: register,
+		Codec:    codec,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,8 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -51,6 +53,93 @@ type Config struct {
 	HealthInterval time.Duration
 	// MaxRecvMsgSize bounds one request message, in bytes.
 	MaxRecvMsgSize int
+	// Limits bound what one client can hold; zero fields take the
+	// defaults of DefaultLimits.
+	Limits Limits
+}
+
+// Limits are the transport limits a slow or malicious client cannot
+// exceed. The defaults never get in the way of well-behaved clients: they
+// send a request at once, and grpc clients queue calls beyond a
+// connection's stream limit and reconnect by themselves when a connection
+// is closed gracefully.
+type Limits struct {
+	// MaxConcurrentStreams bounds the calls open at once on one
+	// connection; a client's further calls wait for one to finish.
+	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds a call's request headers (metadata), in
+	// bytes; larger ones are refused before anything is allocated for
+	// them.
+	MaxHeaderListSize uint32
+	// HandshakeTimeout bounds the time from accepting a TCP connection
+	// to the end of the HTTP/2 handshake.
+	HandshakeTimeout time.Duration
+	// KeepaliveTime is how long a connection may be silent before the
+	// server pings it; KeepaliveTimeout how long it waits for the answer
+	// before closing it (a vanished client's calls are then cleaned up).
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// MaxConnectionIdle closes (GOAWAY) a connection without calls for
+	// this long.
+	MaxConnectionIdle time.Duration
+	// MaxConnectionAge closes a connection gracefully after this long
+	// (±10 %), which also spreads clients over new replicas;
+	// MaxConnectionAgeGrace is how long its calls then get to finish.
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+	// RecvTimeout: a unary or server-streaming call's request (its
+	// message and the end of the client's stream) must arrive within this
+	// of the call's start, or the call is cut off with DEADLINE_EXCEEDED.
+	RecvTimeout time.Duration
+	// RecvIdleTimeout: a client-streaming call is cut off when the server
+	// waits this long for the client's next message.
+	RecvIdleTimeout time.Duration
+}
+
+// DefaultLimits are the limits used for zero fields of Limits (and the
+// defaults of the flags).
+func DefaultLimits() Limits {
+	return Limits{
+		// 4× the busiest single-connection client we have (64 callers in
+		// the benchmarks); HTTP/2 recommends no less than 100.
+		MaxConcurrentStreams: 256,
+		// gRPC headers with a trace context are under 1 KiB.
+		MaxHeaderListSize: 16 << 10,
+		HandshakeTimeout:  10 * time.Second,
+		KeepaliveTime:     time.Minute,
+		KeepaliveTimeout:  20 * time.Second,
+		MaxConnectionIdle: 5 * time.Minute,
+		MaxConnectionAge:  30 * time.Minute,
+		// Longer than any unary call or Ingest stream takes.
+		MaxConnectionAgeGrace: time.Minute,
+		RecvTimeout:           10 * time.Second,
+		RecvIdleTimeout:       30 * time.Second,
+	}
+}
+
+// withDefaults fills zero fields from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	fill := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	if l.MaxHeaderListSize == 0 {
+		l.MaxHeaderListSize = d.MaxHeaderListSize
+	}
+	fill(&l.HandshakeTimeout, d.HandshakeTimeout)
+	fill(&l.KeepaliveTime, d.KeepaliveTime)
+	fill(&l.KeepaliveTimeout, d.KeepaliveTimeout)
+	fill(&l.MaxConnectionIdle, d.MaxConnectionIdle)
+	fill(&l.MaxConnectionAge, d.MaxConnectionAge)
+	fill(&l.MaxConnectionAgeGrace, d.MaxConnectionAgeGrace)
+	fill(&l.RecvTimeout, d.RecvTimeout)
+	fill(&l.RecvIdleTimeout, d.RecvIdleTimeout)
+	return l
 }
 
 // Pinger is the database as health sees it.
@@ -89,8 +178,14 @@ type Options struct {
 	Database Pinger
 	// Register registers the service's gRPC implementations and metrics.
 	Register func(Registrar) error
-	// GRPCOptions are the service's own server options (a codec, say),
-	// added after the shared ones.
+	// Codec, if set, decodes requests and encodes responses instead of
+	// grpc's protobuf codec. The server wraps it so that a request it
+	// cannot decode is answered INVALID_ARGUMENT (and logged and counted)
+	// rather than INTERNAL before any interceptor.
+	Codec encoding.CodecV2
+	// GRPCOptions are the service's own server options, added after the
+	// shared ones. A codec belongs in Codec: one forced here replaces the
+	// server's, and malformed requests are INTERNAL again.
 	GRPCOptions []grpc.ServerOption
 }
 
@@ -102,6 +197,8 @@ const forcedStopGrace = 5 * time.Second
 // then call Run.
 type Server struct {
 	cfg        Config
+	limits     Limits
+	guard      *guard
 	log        *slog.Logger
 	db         Pinger
 	grpc       *grpc.Server
@@ -120,8 +217,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil || opts.Database == nil || opts.Register == nil {
 		return nil, errors.New("server: Logger, Database and Register are required")
 	}
+	limits := cfg.Limits.withDefaults()
 	s := &Server{
 		cfg:      cfg,
+		limits:   limits,
+		guard:    newGuard(opts.Logger, limits.RecvTimeout, limits.RecvIdleTimeout),
 		log:      opts.Logger,
 		db:       opts.Database,
 		health:   health.NewServer(),
@@ -132,6 +232,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}),
 	))
+	itemRefusals := apierr.NewItemRefusals(s.log)
 	panics := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "grpc_server_panics_recovered_total",
 		Help: "Panics in gRPC handlers turned into INTERNAL errors.",
@@ -141,22 +242,34 @@ func New(cfg Config, opts Options) (*Server, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		grpcMetrics,
 		panics,
+		s.guard.timeouts,
+		itemRefusals.Collector(),
 	} {
 		if err := registry.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
 
-	s.grpc = grpc.NewServer(append(s.serverOptions(grpcMetrics, panics), opts.GRPCOptions...)...)
-	if err := opts.Register(Registrar{GRPC: s.grpc, Metrics: registry, Logger: s.log, server: s}); err != nil {
+	codec := opts.Codec
+	if codec == nil {
+		codec = encoding.GetCodecV2(grpcproto.Name)
+	}
+	// The service's own options last, so they can override; the
+	// server's codec before them (see Options.GRPCOptions).
+	serverOpts := append(s.serverOptions(grpcMetrics, panics, itemRefusals), grpc.ForceServerCodecV2(decodeCodec{inner: codec, g: s.guard}))
+	s.grpc = grpc.NewServer(append(serverOpts, opts.GRPCOptions...)...)
+	// Every service, health and reflection included, registers through the
+	// guard, which bounds how long its calls wait for their requests.
+	registrar := guardRegistrar{srv: s.grpc, g: s.guard}
+	if err := opts.Register(Registrar{GRPC: registrar, Metrics: registry, Logger: s.log, server: s}); err != nil {
 		return nil, err
 	}
 	for name := range s.grpc.GetServiceInfo() {
 		s.services = append(s.services, name)
 	}
 	sort.Strings(s.services)
-	healthgrpc.RegisterHealthServer(s.grpc, healthService{Server: s.health, stopping: s.stopping})
-	reflection.Register(s.grpc) // v1 and v1alpha: grpcurl works without proto files
+	healthgrpc.RegisterHealthServer(registrar, healthService{Server: s.health, stopping: s.stopping})
+	reflection.Register(registrar) // v1 and v1alpha: grpcurl works without proto files
 	grpcMetrics.InitializeMetrics(s.grpc)
 	// Until the first database check says otherwise.
 	s.setServing(false)
@@ -181,7 +294,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 }
 
 // serverOptions is the one place that decides the interceptor order.
-func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheus.Counter) []grpc.ServerOption {
+func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheus.Counter, itemRefusals *apierr.ItemRefusals) []grpc.ServerOption {
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		panics.Inc()
 		s.log.ErrorContext(ctx, "panic in gRPC handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -193,32 +306,52 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheu
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(levelForCode),
+		// What the client was not told (a database error behind
+		// UNAVAILABLE, say) goes on the call's line.
+		logging.WithErrorFields(func(err error) logging.Fields {
+			if cause := apierr.Cause(err); cause != nil {
+				return logging.Fields{"cause", cause.Error()}
+			}
+			return nil
+		}),
 	}
 	// Probes call health every few seconds; their lines would drown the rest.
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthgrpc.Health_ServiceDesc.ServiceName
 	})
+	l := s.limits
 
 	return []grpc.ServerOption{
 		// Traces for every call but health checks.
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
 		// Outermost first:
-		//  1. recovery: nothing below can crash the process;
-		//  2. logging: one line per finished call, with its final code;
-		//  3. metrics: counts and latency per method and code;
-		//  4. apierr: turns handler errors into statuses, so 2 and 3 see
-		//     the codes clients get.
+		//  1. logging: one line per finished call, with its final code;
+		//  2. metrics: counts and latency per method and code;
+		//  3. apierr: turns handler errors into statuses, so 1 and 2 see
+		//     the codes clients get (and 1 the causes they do not);
+		//  4. (unary) item refusals: a batch call succeeds even when some
+		//     of its items are refused; each such item is logged and
+		//     counted (platforma_batch_items_refused_total);
+		//  5. (unary) decodeInterceptor: a request that is not valid
+		//     protobuf is INVALID_ARGUMENT, without calling the handler
+		//     (streams get it from RecvMsg, see receive.go);
+		//  6. recovery, innermost: a panic becomes INTERNAL that 1-3 see,
+		//     so it is logged and counted like any other failure.
+		// Receive timeouts act below the chain (receive.go): a call cut off
+		// there is logged and counted on its own.
 		grpc.ChainUnaryInterceptor(
-			recovery.UnaryServerInterceptor(recoveryOpt),
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), notHealth),
 			metrics.UnaryServerInterceptor(),
 			apierr.UnaryServerInterceptor(s.log),
+			itemRefusals.UnaryServerInterceptor(),
+			decodeInterceptor,
+			recovery.UnaryServerInterceptor(recoveryOpt),
 		),
 		grpc.ChainStreamInterceptor(
-			recovery.StreamServerInterceptor(recoveryOpt),
 			selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, logOpts...), notHealth),
 			metrics.StreamServerInterceptor(),
 			apierr.StreamServerInterceptor(s.log),
+			recovery.StreamServerInterceptor(recoveryOpt),
 		),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		// Reuse handler goroutines, whose stacks have already grown through
@@ -229,25 +362,23 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheu
 		// Workers keep connections open between bursts; allow their pings
 		// but not a ping flood.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// What one connection may hold (see Limits).
+		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(l.MaxHeaderListSize),
+		grpc.ConnectionTimeout(l.HandshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle:     l.MaxConnectionIdle,
+			MaxConnectionAge:      l.MaxConnectionAge,
+			MaxConnectionAgeGrace: l.MaxConnectionAgeGrace,
+			Time:                  l.KeepaliveTime,
+			Timeout:               l.KeepaliveTimeout,
+		}),
 	}
 }
 
-// levelForCode logs successful calls at debug (thousands per second would
-// otherwise flood the log), client mistakes at info, overload and
-// unavailability at warn, and server bugs at error.
+// levelForCode is apierr.LogLevel: client mistakes are never errors.
 func levelForCode(c codes.Code) logging.Level {
-	switch c {
-	case codes.OK:
-		return logging.LevelDebug
-	case codes.Canceled, codes.InvalidArgument, codes.NotFound, codes.AlreadyExists,
-		codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition,
-		codes.Aborted, codes.OutOfRange:
-		return logging.LevelInfo
-	case codes.DeadlineExceeded, codes.ResourceExhausted, codes.Unavailable, codes.Unimplemented:
-		return logging.LevelWarn
-	default:
-		return logging.LevelError
-	}
+	return logging.Level(apierr.LogLevel(c))
 }
 
 // Addr is the bound gRPC address.

@@ -32,20 +32,36 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const testService = "grpc.testing.TestService"
 
-// testServer is a service whose UnaryCall does whatever the test says, and
-// whose StreamingInputCall sums the payload sizes of a client stream.
+// testServer is a service whose UnaryCall does whatever the test says,
+// whose StreamingInputCall sums the payload sizes of a client stream and
+// whose StreamingOutputCall answers once with its request's payload.
 type testServer struct {
 	testgrpc.UnimplementedTestServiceServer
 	unary func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error)
 	// streamStarted receives once per stream, after its first message.
 	streamStarted chan struct{}
+	// inputDelay is how long StreamingInputCall works on each message
+	// before asking for the next.
+	inputDelay time.Duration
+	// calls counts the calls that reached a handler.
+	calls atomic.Int32
 }
 
 func (s *testServer) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	s.calls.Add(1)
+	if s.unary == nil {
+		return &testgrpc.SimpleResponse{}, nil
+	}
 	return s.unary(ctx, req)
 }
 
+func (s *testServer) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, stream grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
+	s.calls.Add(1)
+	return stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: req.GetPayload()})
+}
+
 func (s *testServer) StreamingInputCall(stream grpc.ClientStreamingServer[testgrpc.StreamingInputCallRequest, testgrpc.StreamingInputCallResponse]) error {
+	s.calls.Add(1)
 	var total int32
 	for first := true; ; first = false {
 		req, err := stream.Recv()
@@ -59,6 +75,7 @@ func (s *testServer) StreamingInputCall(stream grpc.ClientStreamingServer[testgr
 		if first && s.streamStarted != nil {
 			s.streamStarted <- struct{}{}
 		}
+		time.Sleep(s.inputDelay)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/oplogclient"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
@@ -45,7 +46,7 @@ type wrap func(oplogv1.OpLogServiceServer) oplogv1.OpLogServiceServer
 // startServer serves OpLogService on pool and returns a connection to it.
 func startServer(t *testing.T, pool *pgxpool.Pool, w wrap) *grpc.ClientConn {
 	t.Helper()
-	return apptest.Serve(t, pool, func(r server.Registrar) error {
+	return apptest.ServeCodec(t, pool, wire.Codec{}, func(r server.Registrar) error {
 		s := oplogsvc.New(pool, serverConfig(), r.Logger, time.Now)
 		var impl oplogv1.OpLogServiceServer = s
 		if w != nil {
@@ -54,7 +55,7 @@ func startServer(t *testing.T, pool *pgxpool.Pool, w wrap) *grpc.ClientConn {
 		oplogv1.RegisterOpLogServiceServer(r.GRPC, impl)
 		s.RegisterBackground(r)
 		return nil
-	}, oplogsvc.GRPCOptions()...)
+	})
 }
 
 func newClient(t *testing.T, conn grpc.ClientConnInterface, opts ...oplogclient.Option) *oplogclient.Client {
@@ -233,7 +234,7 @@ func TestServerDownBuffersBoundedThenDrains(t *testing.T) {
 
 	// The server comes up on that address: the buffer drains by itself.
 	pool := pgtest.NewPool(t)
-	srv := grpc.NewServer(oplogsvc.GRPCOptions()...)
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(wire.Codec{}))
 	s := oplogsvc.New(pool, serverConfig(), slog.New(slog.DiscardHandler), time.Now)
 	oplogv1.RegisterOpLogServiceServer(srv, s)
 	writerCtx, stopWriter := context.WithCancel(context.Background())

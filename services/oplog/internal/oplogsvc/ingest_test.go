@@ -28,6 +28,7 @@ import (
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -38,12 +39,12 @@ func testConfig() oplogsvc.Config { return oplogsvc.DefaultConfig() }
 // serve starts OpLogService on pool with cfg and the clock now.
 func serve(t *testing.T, pool *pgxpool.Pool, cfg oplogsvc.Config, now func() time.Time) oplogv1.OpLogServiceClient {
 	t.Helper()
-	conn := apptest.Serve(t, pool, func(r server.Registrar) error {
+	conn := apptest.ServeCodec(t, pool, wire.Codec{}, func(r server.Registrar) error {
 		s := oplogsvc.New(pool, cfg, r.Logger, now)
 		oplogv1.RegisterOpLogServiceServer(r.GRPC, s)
 		s.RegisterBackground(r)
 		return nil
-	}, oplogsvc.GRPCOptions()...)
+	})
 	return oplogv1.NewOpLogServiceClient(conn)
 }
 

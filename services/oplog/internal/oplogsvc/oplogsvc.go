@@ -43,8 +43,6 @@ const (
 	MaxRowsPerStream = 10000
 	// futureSkew is how far ahead of the server's clock create_time may be.
 	futureSkew = 5 * time.Minute
-	// recvIdle ends a stream that sends nothing for this long.
-	recvIdle = 30 * time.Second
 )
 
 // Config is OpLogService's own configuration.
@@ -261,12 +259,6 @@ func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger, now func() time.Time)
 	return s
 }
 
-// GRPCOptions are the server options the service needs: Ingest reads its
-// messages as bytes (see package wire).
-func GRPCOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(wire.Codec{})}
-}
-
 // Ingest receives a stream of rows and answers once every accepted row is
 // committed.
 func (s *Server) Ingest(stream grpc.ClientStreamingServer[oplogv1.IngestRequest, oplogv1.IngestResponse]) error {
@@ -275,7 +267,7 @@ func (s *Server) Ingest(stream grpc.ClientStreamingServer[oplogv1.IngestRequest,
 	var chunks []*ingest.Chunk
 	var index int64
 	for {
-		frame, err := s.receiveMessage(ctx, stream)
+		frame, err := receiveMessage(stream)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -311,28 +303,15 @@ func (s *Server) Ingest(stream grpc.ClientStreamingServer[oplogv1.IngestRequest,
 
 // receiveMessage reads the stream's next message as bytes. Waiting for it
 // costs nothing but the stream's goroutine: a stream that sends nothing
-// holds no decode slot, so idle streams cannot starve busy ones. One that
-// stays silent for recvIdle loses its stream.
-func (s *Server) receiveMessage(ctx context.Context, stream grpc.ServerStream) (*wire.Frame, error) {
-	type result struct {
-		frame *wire.Frame
-		err   error
+// holds no decode slot, so idle streams cannot starve busy ones. The
+// server ends a stream that stays silent longer than its receive idle
+// timeout (-recv-idle-timeout).
+func receiveMessage(stream grpc.ServerStream) (*wire.Frame, error) {
+	frame := &wire.Frame{}
+	if err := stream.RecvMsg(frame); err != nil {
+		return nil, err
 	}
-	got := make(chan result, 1)
-	go func() {
-		frame := &wire.Frame{}
-		err := stream.RecvMsg(frame)
-		got <- result{frame, err}
-	}()
-	idle := time.NewTimer(recvIdle)
-	defer idle.Stop()
-	select {
-	case r := <-got:
-		return r.frame, r.err
-	case <-idle.C:
-		// Returning ends the stream, which ends the RecvMsg above.
-		return nil, status.Errorf(codes.DeadlineExceeded, "no message for %s; streams must keep sending or close", recvIdle)
-	}
+	return frame, nil
 }
 
 // decodeMessage validates and converts the rows of one received message

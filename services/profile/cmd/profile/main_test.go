@@ -55,3 +55,28 @@ func TestBinaryMigratesAndServes(t *testing.T) {
 		assert.Contains(t, metrics, line)
 	}
 }
+
+// An item a batch refuses is logged and counted although the call itself
+// succeeds, whatever made it bad (here: a string that is not UTF-8).
+func TestRefusedBatchItemsAreLoggedAndCounted(t *testing.T) {
+	s := apptest.Start(t, profile.Service(), profilev1.ProfileService_ServiceDesc.ServiceName, "-log-level=info")
+	item := func(account string) *profilev1.RecordLoginResultRequest {
+		return &profilev1.RecordLoginResultRequest{
+			EventId: uuid.NewString(), UserId: uuid.NewString(), PlatformAccountId: account,
+			Outcome: commonv1.Outcome_OUTCOME_SUCCESS, OccurredAt: timestamppb.New(time.Now()),
+		}
+	}
+	resp, err := profilev1.NewProfileServiceClient(s.Conn).BatchRecordLoginResults(context.Background(),
+		&profilev1.BatchRecordLoginResultsRequest{Requests: []*profilev1.RecordLoginResultRequest{item("ok"), item("bad\xff"), item(" padded")}})
+	require.NoError(t, err)
+	require.Len(t, resp.GetResults(), 3)
+	assert.NotNil(t, resp.GetResults()[0].GetProfile())
+
+	series := `platforma_batch_items_refused_total{field="platform_account_id",grpc_code="InvalidArgument",grpc_method="/platforma.profile.v1.ProfileService/BatchRecordLoginResults"}`
+	v, ok := apptest.MetricValue(apptest.Scrape(t, s.MetricsAddr), series)
+	require.True(t, ok, "%s exported", series)
+	assert.Equal(t, 2.0, v)
+	assert.Contains(t, s.Logs(), "batch item refused")
+	assert.Contains(t, s.Logs(), "requests[1].platform_account_id")
+	assert.Contains(t, s.Logs(), "requests[2].platform_account_id")
+}
