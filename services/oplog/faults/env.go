@@ -1,0 +1,219 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/platforma/platforma/services/kit/pgcluster"
+)
+
+// binDir is where the service binaries are: $FAULTS_BIN, else bin/ at the
+// repository root (this package is services/oplog/faults).
+func binDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("FAULTS_BIN")
+	if dir == "" {
+		dir = "../../../bin"
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"oplog", "profile"} {
+		if _, err := os.Stat(filepath.Join(abs, name)); err != nil {
+			t.Fatalf("%s not found in %s: run `make build` (or `make test-faults`, which builds first), or set FAULTS_BIN", name, abs)
+		}
+	}
+	return abs
+}
+
+// database is the name of each scenario's database.
+const database = "faults"
+
+// Env is one scenario's world: its own throwaway Postgres cluster with one
+// database, a login role per service (as `make run` sets them up), both
+// schemas migrated by the binaries' own `migrate`.
+type Env struct {
+	t   *testing.T
+	dir string
+	bin string
+	PG  *pgcluster.Cluster
+}
+
+// newEnv starts a cluster and migrates a fresh database for t.
+func newEnv(t *testing.T) *Env {
+	t.Helper()
+	bin := binDir(t)
+	dir, err := os.MkdirTemp("", "faults-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Postgres runs as the postgres OS user when we are root: it must
+	// reach its data directory.
+	_ = os.Chmod(dir, 0o755)
+	e := &Env{t: t, dir: dir, bin: bin}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e.PG, err = pgcluster.New(ctx, pgcluster.Options{
+		DataDir: filepath.Join(dir, "pg"),
+		// Restarts reuse the port: one outside the ephemeral range (see
+		// freeAddr).
+		Port: freePort(t),
+		// Postgres's default durability (fsync, synchronous_commit on):
+		// an acknowledged row must survive the restarts below.
+		Settings:          map[string]string{"max_connections": "200"},
+		ParentDeathSignal: syscall.SIGQUIT,
+	})
+	if err == nil {
+		err = e.PG.Start(ctx)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatalf("throwaway cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = e.PG.Stop(stopCtx)
+		if t.Failed() {
+			t.Logf("kept %s (service logs, postgres log pg.log)", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+
+	e.exec(ctx, "postgres", "CREATE DATABASE "+database)
+	for _, role := range []string{"oplog", "profile"} {
+		e.exec(ctx, "postgres", "CREATE ROLE "+role+" LOGIN")
+		e.exec(ctx, "postgres", "GRANT CONNECT, CREATE ON DATABASE "+database+" TO "+role)
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, role), "migrate")
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+e.URL(role), "LOG_LEVEL=warn")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s migrate: %v\n%s", role, err, out)
+		}
+	}
+	return e
+}
+
+// URL is the database's URL as role, over TCP, for the services.
+func (e *Env) URL(role string) string { return e.PG.TCPURL(role, database) }
+
+// Oplog prepares `oplog serve` on this database; env adds settings.
+func (e *Env) Oplog(env ...string) *Proc {
+	return newProc(e.t, e.dir, "oplog", filepath.Join(e.bin, "oplog"), append([]string{"DATABASE_URL=" + e.URL("oplog")}, env...)...)
+}
+
+// Profile prepares `profile serve` on this database.
+func (e *Env) Profile(env ...string) *Proc {
+	return newProc(e.t, e.dir, "profile", filepath.Join(e.bin, "profile"), append([]string{"DATABASE_URL=" + e.URL("profile")}, env...)...)
+}
+
+// exec runs one statement as the superuser in dbname, failing the test on
+// an error.
+func (e *Env) exec(ctx context.Context, dbname, sql string, args ...any) {
+	e.t.Helper()
+	conn, err := pgx.Connect(ctx, e.PG.DSN(dbname))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// conn connects to the scenario's database as the superuser, retrying for
+// up to a minute (the database may be on its way back from a restart).
+func (e *Env) conn(ctx context.Context) (*pgx.Conn, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		conn, err := pgx.Connect(ctx, e.PG.DSN(database))
+		if err == nil {
+			return conn, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to the scenario's database: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// count runs a query that returns one integer.
+func (e *Env) count(ctx context.Context, sql string, args ...any) (int64, error) {
+	conn, err := e.conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var n int64
+	err = conn.QueryRow(ctx, sql, args...).Scan(&n)
+	return n, err
+}
+
+// mustCount is count that fails the test on an error.
+func (e *Env) mustCount(sql string, args ...any) int64 {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	n, err := e.count(ctx, sql, args...)
+	if err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// StopPG shuts Postgres down the way `pg_ctl stop -m fast` does (SIGINT:
+// sessions are ended, a checkpoint is written) and waits for it.
+func (e *Env) StopPG() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.PG.Stop(ctx); err != nil {
+		e.t.Fatalf("stop postgres: %v", err)
+	}
+}
+
+// CrashPG shuts Postgres down the way `pg_ctl stop -m immediate` does
+// (SIGQUIT: no checkpoint; the next start runs crash recovery from the
+// WAL) and waits until the postmaster is gone.
+func (e *Env) CrashPG() {
+	e.t.Helper()
+	if err := syscall.Kill(e.PG.Pid(), syscall.SIGQUIT); err != nil {
+		e.t.Fatalf("SIGQUIT postgres: %v", err)
+	}
+	waitFor(e.t, time.Minute, "postgres to exit after SIGQUIT", func() bool { return !e.PG.Running() })
+}
+
+// StartPG starts Postgres again on the same port and data directory.
+func (e *Env) StartPG() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := e.PG.Start(ctx); err != nil {
+		e.t.Fatalf("start postgres: %v", err)
+	}
+}
+
+// waitFor polls cond every 50 ms until it holds, and fails the test with
+// what it was waiting for after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("gave up after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
