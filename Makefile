@@ -82,7 +82,7 @@ check-observability: ## promtool checks of deploy/observability and the alerts' 
 # Each test binary starts its own throwaway Postgres cluster (see
 # services/kit/pgtest); set DATABASE_URL to use your own server instead.
 .PHONY: test
-test: lint check-observability ## lint, observability checks, then every module's tests with -race
+test: lint check-observability ## lint, observability checks, then every module's tests with -race (fuzz seed corpora included)
 	go test -race -count=1 -timeout 15m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 # Fault injection (README "Guarantees"): the built binaries run as processes
@@ -98,6 +98,21 @@ FAULTS_RUN ?= .
 test-faults: build ## fault-injection suite: services killed and cut off under load, every entry checked
 	go vet -tags faults ./services/oplog/faults/
 	FAULTS_BIN=$(CURDIR)/bin go test -tags faults -count=1 -timeout 30m -v -run '$(FAULTS_RUN)' ./services/oplog/faults/
+
+# Fuzzing: every Fuzz target of the workspace's packages, found in their
+# _test.go files, one at a time for FUZZTIME each (go test -fuzz takes one
+# target of one package). Seed corpora are committed in each package's
+# testdata/fuzz/<FuzzName>/ and run by plain `go test` too; an input that
+# fails is written there, to be committed as a regression case.
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## short fuzz run of every fuzz target
+	@for dir in $$(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' $(MODULES) | xargs -r -n1 dirname | sort -u); do \
+		for name in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2 | sort -u); do \
+			echo "fuzz $$name ./$$dir ($(FUZZTIME))"; \
+			go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$dir || exit 1; \
+		done; \
+	done
 
 # Benchmarks: each prints ns/op and its own figures (ops/s, p50/p99). One
 # package at a time, so benchmarks do not compete for the two cores.

@@ -1,8 +1,12 @@
-// Package migrations embeds the goose SQL migrations of every service.
+// Package migrations embeds the goose SQL migrations of every service, and
+// what each service's runtime role may do with what they create.
 //
 // Each service owns one Postgres schema and only ever migrates that schema;
 // goose keeps its version table inside it (<schema>.goose_db_version), so the
-// three services' migrations never collide even in one database.
+// three services' migrations never collide even in one database. The
+// migrations run as the schema's owner role; the service serves as a
+// runtime role that gets only the grants in grants/<service>.sql (README,
+// "Database roles").
 package migrations
 
 import (
@@ -16,6 +20,13 @@ type Set struct {
 	Schema string
 	// FS holds the NNNN_name.sql files at its root.
 	FS fs.FS
+	// RuntimeGrants is SQL of GRANT statements on the schema's objects,
+	// for the service's runtime role, written {{runtime}}: what the
+	// service's own SQL needs. The migrator applies it after every run.
+	RuntimeGrants string
+	// RuntimeTemp says the runtime role creates temporary tables
+	// (TEMPORARY on the database, granted by the bootstrap).
+	RuntimeTemp bool
 }
 
 //go:embed profile/*.sql
@@ -28,12 +39,23 @@ var reviewmetaFiles embed.FS
 var oplogFiles embed.FS
 
 var (
+	//go:embed grants/profile.sql
+	profileGrants string
+	//go:embed grants/reviewmeta.sql
+	reviewmetaGrants string
+	//go:embed grants/oplog.sql
+	oplogGrants string
+)
+
+var (
 	// Profile is ProfileService's schema.
-	Profile = Set{Schema: "profile", FS: sub(profileFiles, "profile")}
+	Profile = Set{Schema: "profile", FS: sub(profileFiles, "profile"), RuntimeGrants: profileGrants}
 	// ReviewMeta is ReviewMetadataService's schema.
-	ReviewMeta = Set{Schema: "reviewmeta", FS: sub(reviewmetaFiles, "reviewmeta")}
-	// OpLog is OpLogService's schema.
-	OpLog = Set{Schema: "oplog", FS: sub(oplogFiles, "oplog")}
+	ReviewMeta = Set{Schema: "reviewmeta", FS: sub(reviewmetaFiles, "reviewmeta"), RuntimeGrants: reviewmetaGrants}
+	// OpLog is OpLogService's schema. Its runtime role creates a temporary
+	// staging table when a batch repeats rows it already stored
+	// (services/oplog/internal/store, WriteRows).
+	OpLog = Set{Schema: "oplog", FS: sub(oplogFiles, "oplog"), RuntimeGrants: oplogGrants, RuntimeTemp: true}
 )
 
 // All lists every service's migrations, for tools that set up a whole

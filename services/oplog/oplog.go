@@ -7,6 +7,7 @@ import (
 
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
 	"github.com/platforma/platforma/services/oplog/internal/wire"
@@ -24,6 +25,7 @@ func Service() app.Service {
 		DefaultMaxRecvMsgBytes: 1 << 20,
 		Migrations:             migrations.OpLog,
 		Config:                 &cfg,
+		PageTokens:             func(k *pagetoken.Keyring) { cfg.PageTokens = k },
 		// Ingest reads its messages as bytes (package wire); the kit
 		// server wraps the codec to refuse malformed requests.
 		Codec: wire.Codec{},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/profile/internal/profilesvc"
 )
@@ -20,6 +21,7 @@ func Service() app.Service {
 		DefaultMetricsAddr: ":9451",
 		Migrations:         migrations.Profile,
 		Config:             &cfg,
+		PageTokens:         func(k *pagetoken.Keyring) { cfg.PageTokens = k },
 		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
 			return profilesvc.Register(r, pool, cfg)
 		},

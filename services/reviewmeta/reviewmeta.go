@@ -3,18 +3,26 @@
 package reviewmeta
 
 import (
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/pagetoken"
+	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/reviewmeta/internal/reviewmetasvc"
 )
 
 // Service describes the binary: ports, migrations and wiring.
 func Service() app.Service {
+	var tokens *pagetoken.Keyring
 	return app.Service{
 		Name:               "reviewmeta",
 		DefaultListenAddr:  ":50052",
 		DefaultMetricsAddr: ":9452",
 		Migrations:         migrations.ReviewMeta,
-		Register:           reviewmetasvc.Register,
+		PageTokens:         func(k *pagetoken.Keyring) { tokens = k },
+		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
+			return reviewmetasvc.Register(r, pool, tokens)
+		},
 	}
 }

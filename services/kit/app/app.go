@@ -24,9 +24,11 @@ import (
 	"google.golang.org/grpc/encoding"
 
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/auth"
 	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/logging"
 	"github.com/platforma/platforma/services/kit/migrate"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/kit/telemetry"
 )
@@ -48,6 +50,14 @@ type Service struct {
 	Config Configurable
 	// Register wires the service's gRPC implementation to its database.
 	Register func(server.Registrar, *pgxpool.Pool) error
+	// Methods is the method table the server authorizes calls with; nil
+	// means auth.Methods, the platform's one table. Only services outside
+	// the platform (tests') set it.
+	Methods auth.Table
+	// PageTokens, if set, is given the key ring of the page tokens
+	// (-page-token-keys, else a random key of the process) before Register
+	// runs; the service hands it to its List RPCs.
+	PageTokens func(*pagetoken.Keyring)
 	// Codec, if set, replaces grpc's protobuf codec (server.Options.Codec).
 	Codec encoding.CodecV2
 	// GRPCOptions are extra gRPC server options the service needs; a
@@ -151,6 +161,20 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 	}
 	logger = logger.With("service", svc.Name)
 
+	if svc.PageTokens != nil {
+		keys, err := cfg.pageTokenKeys()
+		if err != nil {
+			return err
+		}
+		if keys == nil {
+			keys = pagetoken.NewRandomKeyring()
+			logger.Warn("PAGE_TOKEN_KEYS not set: page tokens are signed with a random key of this process, so they fail after a restart and on other replicas")
+		} else {
+			logger.Info("page token keys", "signing", keys.SigningKeyID(), "key_ids", keys.KeyIDs())
+		}
+		svc.PageTokens(keys)
+	}
+
 	shutdownTracing, err := telemetry.Setup(ctx, svc.Name, env.Getenv)
 	if err != nil {
 		return err
@@ -176,9 +200,20 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 	}
 	defer pool.Close()
 
+	// TLS and authentication: files loaded, JWKS read; what fails here
+	// is configuration, reported like a bad flag.
+	tlsCfg, authn, err := cfg.security.build(ctx, logger, svc.Methods)
+	if err != nil {
+		return fmt.Errorf("%w: invalid configuration:\n%v", errUsage, err)
+	}
+	logger.Info("security", cfg.security.summary()...)
+
 	srv, err := server.New(server.Config{
 		ListenAddr:      cfg.ListenAddr,
 		MetricsAddr:     cfg.MetricsAddr,
+		PprofAddr:       cfg.security.PprofAddr,
+		TLS:             tlsCfg,
+		Insecure:        cfg.security.Insecure,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		HealthInterval:  cfg.HealthInterval,
 		MaxRecvMsgSize:  cfg.MaxRecvMsgBytes,
@@ -194,6 +229,7 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 		},
 		Codec:       svc.Codec,
 		GRPCOptions: svc.GRPCOptions,
+		Auth:        authn,
 	})
 	if err != nil {
 		return err

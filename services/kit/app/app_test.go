@@ -91,6 +91,71 @@ func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
 			},
 		},
 		{
+			name: "no TLS and no -insecure: refused, saying how",
+			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{"TLS_CERT_FILE (-tls-cert-file) and TLS_KEY_FILE (-tls-key-file) are required", "INSECURE=true"},
+		},
+		{
+			name: "-insecure with TLS files",
+			args: []string{"serve", "-insecure", "-tls-cert-file=c.pem", "-tls-key-file=k.pem"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{"INSECURE (-insecure) serves plaintext: TLS_CERT_FILE, TLS_KEY_FILE and TLS_CLIENT_CA_FILE must not be set with it"},
+		},
+		{
+			name: "TLS files that do not load",
+			args: []string{"serve", "-tls-cert-file=/nonexistent/c.pem", "-tls-key-file=/nonexistent/k.pem", "-tls-client-ca-file=/nonexistent/ca.pem"},
+			env:  map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{"TLS_CERT_FILE (-tls-cert-file), TLS_KEY_FILE (-tls-key-file): stat /nonexistent/c.pem: no such file", "TLS_CLIENT_CA_FILE (-tls-client-ca-file): stat /nonexistent/ca.pem: no such file"},
+		},
+		{
+			name: "a JWKS without issuer and audience, and two JWKS",
+			args: []string{"serve", "-insecure", "-jwks-file=jwks.json", "-jwks-url=https://idp.example/jwks"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{
+				"JWKS_FILE (-jwks-file) and JWKS_URL (-jwks-url): set one, not both",
+				"JWT_ISSUER (-jwt-issuer) is required with a JWKS",
+				"JWT_AUDIENCE (-jwt-audience) is required with a JWKS",
+			},
+		},
+		{
+			name: "a JWKS over plain http from another machine",
+			args: []string{"serve", "-insecure", "-jwks-url=http://idp.example/jwks", "-jwt-issuer=i", "-jwt-audience=a"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{`JWKS_URL (-jwks-url) "http://idp.example/jwks": must be https`},
+		},
+		{
+			name: "issuer without JWKS",
+			args: []string{"serve", "-insecure"}, env: map[string]string{"DATABASE_URL": okURL, "JWT_ISSUER": "https://idp"},
+			code: 2, contains: []string{"JWT_ISSUER (-jwt-issuer) and JWT_AUDIENCE (-jwt-audience) need JWKS_FILE (-jwks-file) or JWKS_URL (-jwks-url)"},
+		},
+		{
+			name: "a JWKS file that does not load",
+			args: []string{"serve", "-insecure", "-jwks-file=/nonexistent/jwks.json", "-jwt-issuer=i", "-jwt-audience=a"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{"JWKS_FILE (-jwks-file): JWKS /nonexistent/jwks.json: open"},
+		},
+		{
+			name: "pprof on every interface",
+			args: []string{"serve", "-insecure", "-pprof-addr=:6060"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{`PPROF_ADDR (-pprof-addr) ":6060": must be a loopback address`},
+		},
+		{
+			name: "rate limits that do not parse",
+			args: []string{"serve", "-insecure", "-rate-limit-reads=fast"}, env: map[string]string{"DATABASE_URL": okURL, "RATE_LIMIT_WRITES": "10/d"},
+			code: 2, contains: []string{`"fast": want <n>/<s|m|h>[:<burst>]`},
+		},
+		{
+			name: "flag help lists the security flags",
+			args: []string{"serve", "-h"}, code: 0,
+			contains: []string{
+				"-insecure, INSECURE (default false)",
+				"-tls-cert-file, TLS_CERT_FILE",
+				"-tls-client-ca-file, TLS_CLIENT_CA_FILE",
+				"-jwks-url, JWKS_URL",
+				"-jwt-roles-claim, JWT_ROLES_CLAIM (default roles)",
+				"-rate-limit-writes, RATE_LIMIT_WRITES (default 2000/s:4000)",
+				"-rate-limit-reads, RATE_LIMIT_READS (default 500/s:1000)",
+				"-rate-limit-admin, RATE_LIMIT_ADMIN (default 10/s:20)",
+				"-pprof-addr, PPROF_ADDR",
+			},
+		},
+		{
 			name: "a limit of the wrong type",
 			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": okURL, "MAX_CONCURRENT_STREAMS": "many"},
 			code: 2, contains: []string{`MAX_CONCURRENT_STREAMS="many"`},

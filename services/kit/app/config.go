@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/platforma/platforma/services/kit/logging"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 )
 
@@ -111,6 +113,13 @@ type serveConfig struct {
 	MaxConnectionAgeGrace time.Duration
 	RecvTimeout           time.Duration
 	RecvIdleTimeout       time.Duration
+
+	// Keys of the page tokens (pageTokenKeys).
+	PageTokenKeys     string
+	PageTokenKeysFile string
+
+	// TLS, authentication, rate limits and pprof (security.go).
+	security securityConfig
 }
 
 // limits are the transport limits the flags set.
@@ -153,6 +162,9 @@ func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
 	fs.DurationVar(&c.MaxConnectionAgeGrace, "max-connection-age-grace", d.MaxConnectionAgeGrace, "how long calls on a connection closed for its age get to finish")
 	fs.DurationVar(&c.RecvTimeout, "recv-timeout", d.RecvTimeout, "unary and server-streaming calls: the request must arrive within this of the call's start, else DEADLINE_EXCEEDED")
 	fs.DurationVar(&c.RecvIdleTimeout, "recv-idle-timeout", d.RecvIdleTimeout, "client-streaming calls: longest wait for the client's next message, else DEADLINE_EXCEEDED")
+	fs.StringVar(&c.PageTokenKeys, "page-token-keys", "", "keys that sign page tokens: kid:base64key,... (each 32+ random bytes), the first signs, all verify; unset: a random key per process, so tokens fail after a restart and on other replicas")
+	fs.StringVar(&c.PageTokenKeysFile, "page-token-keys-file", "", "file holding the page token keys, in -page-token-keys' format (commas or one per line); instead of -page-token-keys")
+	c.security.register(fs)
 	if svc.Config != nil {
 		svc.Config.RegisterFlags(fs)
 	}
@@ -165,6 +177,10 @@ func (c *serveConfig) validate(svc Service) error {
 			errs = append(errs, err)
 		}
 	}
+	if _, err := c.pageTokenKeys(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.security.validate()...)
 	for _, a := range []struct{ name, value string }{
 		{"LISTEN_ADDR (-listen-addr)", c.ListenAddr},
 		{"METRICS_ADDR (-metrics-addr)", c.MetricsAddr},
@@ -199,6 +215,30 @@ func (c *serveConfig) validate(svc Service) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// pageTokenKeys is the key ring of -page-token-keys or
+// -page-token-keys-file, nil when neither is set. Errors name the variable
+// and the key id, never a key.
+func (c *serveConfig) pageTokenKeys() (*pagetoken.Keyring, error) {
+	spec, name := c.PageTokenKeys, "PAGE_TOKEN_KEYS (-page-token-keys)"
+	if c.PageTokenKeysFile != "" {
+		if spec != "" {
+			return nil, errors.New("PAGE_TOKEN_KEYS (-page-token-keys) and PAGE_TOKEN_KEYS_FILE (-page-token-keys-file): set one, not both")
+		}
+		b, err := os.ReadFile(c.PageTokenKeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("PAGE_TOKEN_KEYS_FILE (-page-token-keys-file): %v", err)
+		}
+		spec, name = string(b), fmt.Sprintf("PAGE_TOKEN_KEYS_FILE (-page-token-keys-file) %s", c.PageTokenKeysFile)
+	} else if spec == "" {
+		return nil, nil
+	}
+	keys, err := pagetoken.ParseKeyring(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", name, err)
+	}
+	return keys, nil
 }
 
 func validateAddr(addr string) error {

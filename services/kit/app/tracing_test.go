@@ -32,6 +32,8 @@ func TestServeExportsTracesToTheConfiguredCollector(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	// The database is not needed for the call below; it is never reached.
 	t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+	// Plaintext: the reflection call below is public, so no credentials.
+	t.Setenv("INSECURE", "true")
 
 	svc := app.Service{
 		Name: "tracedsvc", DefaultListenAddr: "127.0.0.1:0", DefaultMetricsAddr: "127.0.0.1:0",

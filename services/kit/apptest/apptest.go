@@ -17,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -32,18 +31,26 @@ import (
 type Service struct {
 	// Conn is a client connection to its gRPC address.
 	Conn *grpc.ClientConn
-	// Addr and MetricsAddr are where it listens.
-	Addr, MetricsAddr string
-	// DatabaseURL is its database.
+	// Addr and MetricsAddr are where it listens; PprofAddr too with
+	// -pprof-addr ("" otherwise).
+	Addr, MetricsAddr, PprofAddr string
+	// DatabaseURL is its database, as the superuser (for the test's own
+	// set-up and checks; the service connects as its runtime role).
 	DatabaseURL string
 
-	name string
-	logs *syncBuffer
-	stop func()
-	exit chan int
-	once sync.Once
-	t    testing.TB
+	name     string
+	logs     *syncBuffer
+	stop     func()
+	exit     chan int
+	once     sync.Once
+	t        testing.TB
+	dialOpts []grpc.DialOption
 }
+
+// DialOptions are the options Conn was made with: TLS trusting the test
+// CA, a worker's client certificate and a bearer token with every role
+// (see Token). For tests that dial Addr themselves.
+func (s *Service) DialOptions() []grpc.DialOption { return s.dialOpts }
 
 // Start migrates a fresh database with svc's `migrate` command, starts
 // `serve` with extra flags added, and waits until health reports
@@ -53,7 +60,7 @@ type Service struct {
 func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *Service {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
-	env := map[string]string{"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
+	env := map[string]string{"DATABASE_URL": asRole(t, dsn, svc, false), "LOG_FORMAT": "text"}
 	var logs syncBuffer
 	if code := app.Run(context.Background(), svc, app.Env{Args: []string{"migrate"}, Getenv: func(k string) string { return env[k] }, Stderr: &logs}); code != 0 {
 		t.Fatalf("%s migrate exited %d:\n%s", svc.Name, code, logs.String())
@@ -63,11 +70,16 @@ func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *
 }
 
 // Run starts `serve` on an already migrated database, as Start does: a
-// second replica, or the same service again after a Stop.
+// second replica, or the same service again after a Stop. dsn is as
+// pgtest.NewDatabase returns it (Service.DatabaseURL); the service
+// connects as its runtime role.
 func Run(t *testing.T, svc app.Service, dsn, grpcService string, flags ...string) *Service {
 	t.Helper()
-	env := map[string]string{"DATABASE_URL": dsn, "LOG_FORMAT": "text"}
-	s := &Service{DatabaseURL: dsn, name: svc.Name, logs: &syncBuffer{}, exit: make(chan int, 1), t: t}
+	env := map[string]string{"DATABASE_URL": asRole(t, dsn, svc, true), "LOG_FORMAT": "text"}
+	// Secure by default, as the binary: TLS, client certificates and
+	// tokens of the test PKI (see security.go); flags given win.
+	creds := securityEnv(t, env, flags)
+	s := &Service{DatabaseURL: dsn, name: svc.Name, logs: &syncBuffer{}, exit: make(chan int, 1), t: t, dialOpts: creds}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	ready := make(chan *server.Server, 1)
@@ -86,12 +98,12 @@ func Run(t *testing.T, svc app.Service, dsn, grpcService string, flags ...string
 		stop()
 		t.Fatalf("%s serve exited %d before listening:\n%s", svc.Name, code, s.logs.String())
 	}
-	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(srv.Addr(), creds...)
 	if err != nil {
 		stop()
 		t.Fatal(err)
 	}
-	s.Conn, s.Addr, s.MetricsAddr = conn, srv.Addr(), srv.MetricsAddr()
+	s.Conn, s.Addr, s.MetricsAddr, s.PprofAddr = conn, srv.Addr(), srv.MetricsAddr(), srv.PprofAddr()
 	t.Cleanup(s.Stop)
 
 	health := healthgrpc.NewHealthClient(conn)
@@ -141,17 +153,22 @@ func Serve(t testing.TB, db server.Pinger, register func(server.Registrar) error
 // which the kit wraps as it does in the binary.
 func ServeCodec(t testing.TB, db server.Pinger, codec encoding.CodecV2, register func(server.Registrar) error) *grpc.ClientConn {
 	t.Helper()
+	// TLS and authentication as in the binary (the platform's method
+	// table, tokens of the test PKI), without rate limits.
+	tlsCfg, authn, creds := inProcessSecurity(t)
 	srv, err := server.New(server.Config{
 		ListenAddr:      "127.0.0.1:0",
 		MetricsAddr:     "127.0.0.1:0",
 		ShutdownTimeout: 10 * time.Second,
 		HealthInterval:  time.Second,
 		MaxRecvMsgSize:  16 << 20,
+		TLS:             tlsCfg,
 	}, server.Options{
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Database: db,
 		Register: register,
 		Codec:    codec,
+		Auth:     authn,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +176,8 @@ func ServeCodec(t testing.TB, db server.Pinger, codec encoding.CodecV2, register
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	conn, err := grpc.NewClient(srv.Addr(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	conn, err := grpc.NewClient(srv.Addr(), append(creds,
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 	if err != nil {
 		stop()
 		t.Fatal(err)
@@ -174,6 +190,21 @@ func ServeCodec(t testing.TB, db server.Pinger, codec encoding.CodecV2, register
 		}
 	})
 	return conn
+}
+
+// asRole is dsn (pgtest.NewDatabase's) as the role the binary connects
+// as, where the harness has the roles (README, "Database roles"):
+// `migrate` as the schema's owner, `serve` as its runtime role.
+func asRole(t testing.TB, dsn string, svc app.Service, runtime bool) string {
+	t.Helper()
+	if !pgtest.HasRoles(t) {
+		return dsn
+	}
+	roles := migrate.DefaultRoles(svc.Migrations.Schema)
+	if runtime {
+		return pgtest.AsRole(dsn, roles.Runtime)
+	}
+	return pgtest.AsRole(dsn, roles.Owner)
 }
 
 // assertMigrated checks that migrate left the schema with its own goose

@@ -5,14 +5,25 @@
 // initdb and postgres refuse to run as root. When this process is root (as
 // in CI) the cluster runs as the "postgres" OS user, which Debian's
 // postgresql package creates.
+//
+// Throwaway clusters trust every local connection. A cluster with a
+// Password (the one of `make run`) asks every connection, over the Unix
+// socket and TCP alike, for a password (scram-sha-256).
 package pgcluster
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -92,7 +103,28 @@ type Options struct {
 	// stopping it: SIGQUIT (immediate shutdown) for throwaway clusters,
 	// SIGINT (fast shutdown) for ones whose data matters. 0 disables it.
 	ParentDeathSignal syscall.Signal
+	// Password, when set, is the superuser's password, and every
+	// connection must give its role's password (scram-sha-256 for local
+	// and host lines; see PasswordHBA). A cluster made earlier with trust
+	// authentication is converted by New: its superuser gets Password (in
+	// single-user mode, before the server accepts any connection) and
+	// pg_hba.conf is replaced. Empty: every local connection is trusted,
+	// as throwaway clusters are.
+	Password string
+	// ResetPassword makes New set the superuser's password to Password
+	// on an existing cluster even when it already asks for passwords
+	// (whoever started it lost the old one).
+	ResetPassword bool
 }
+
+// PasswordHBA is the pg_hba.conf of a cluster with a Password: a
+// password for every connection, no trust, no peer, no replication.
+const PasswordHBA = `# Written by platforma's pgcluster: every connection gives its role's password.
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+`
 
 // Cluster is one PostgreSQL server process and its data directory.
 type Cluster struct {
@@ -133,8 +165,86 @@ func New(ctx context.Context, opts Options) (*Cluster, error) {
 		if err := c.initdb(ctx); err != nil {
 			return nil, err
 		}
+		if opts.Password != "" {
+			if err := c.writeHBA(); err != nil {
+				return nil, err
+			}
+		}
+	} else if opts.Password != "" {
+		hba, err := os.ReadFile(c.hbaFile())
+		if err != nil {
+			return nil, err
+		}
+		if opts.ResetPassword || string(hba) != PasswordHBA {
+			// Before the server starts: nobody can connect meanwhile.
+			if err := c.setSuperuserPassword(ctx); err != nil {
+				return nil, err
+			}
+			if err := c.writeHBA(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return c, nil
+}
+
+func (c *Cluster) hbaFile() string { return filepath.Join(c.opts.DataDir, "pg_hba.conf") }
+
+// writeHBA replaces pg_hba.conf with PasswordHBA.
+func (c *Cluster) writeHBA() error {
+	tmp := c.hbaFile() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(PasswordHBA), 0o600); err != nil {
+		return err
+	}
+	if err := c.chown(tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.hbaFile())
+}
+
+// setSuperuserPassword sets the superuser's password with the server
+// stopped, through a single-user backend (no network, no socket).
+func (c *Cluster) setSuperuserPassword(ctx context.Context) error {
+	verifier, err := ScramVerifier(c.opts.Password)
+	if err != nil {
+		return err
+	}
+	cmd := c.command(ctx, "postgres", "--single", "-D", c.opts.DataDir, "-c", "exit_on_error=on", "postgres")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("ALTER ROLE %s PASSWORD '%s'\n", Superuser, verifier))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("set the superuser's password of %s (single-user mode; is its server still running?): %w\n%s",
+			c.opts.DataDir, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// ScramVerifier returns what Postgres stores for password with
+// scram-sha-256 (as libpq's PQencryptPasswordConn computes it), for
+// CREATE/ALTER ROLE ... PASSWORD: the password itself never reaches the
+// server or its logs. password must be ASCII (no SASLprep is applied).
+func ScramVerifier(password string) (string, error) {
+	for _, r := range password {
+		if r > 0x7f {
+			return "", errors.New("pgcluster: only ASCII passwords are supported")
+		}
+	}
+	const iterations = 4096
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	salted, err := pbkdf2.Key(sha256.New, password, salt, iterations, sha256.Size)
+	if err != nil {
+		return "", err
+	}
+	mac := func(key []byte, msg string) []byte {
+		h := hmac.New(sha256.New, key)
+		h.Write([]byte(msg))
+		return h.Sum(nil)
+	}
+	stored := sha256.Sum256(mac(salted, "Client Key"))
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(stored[:]), b64(mac(salted, "Server Key"))), nil
 }
 
 // postgresUser is who runs the server when this process is root.
@@ -182,15 +292,33 @@ func (c *Cluster) command(ctx context.Context, name string, args ...string) *exe
 }
 
 func (c *Cluster) initdb(ctx context.Context) error {
-	cmd := c.command(ctx, "initdb",
+	auth := "trust"
+	if c.opts.Password != "" {
+		auth = "scram-sha-256"
+	}
+	args := []string{
 		"--pgdata", c.opts.DataDir,
 		"--username", Superuser,
-		"--auth", "trust",
+		"--auth", auth,
 		"--encoding", "UTF8",
 		"--no-locale",
 		"--no-sync",
 		"--no-instructions",
-	)
+	}
+	if c.opts.Password != "" {
+		// The password file sits in the socket directory, which only the
+		// cluster's owner can read, for the moment initdb runs.
+		pwfile := filepath.Join(c.opts.SocketDir, "initdb.pw")
+		if err := os.WriteFile(pwfile, []byte(c.opts.Password+"\n"), 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(pwfile)
+		if err := c.chown(pwfile); err != nil {
+			return err
+		}
+		args = append(args, "--pwfile", pwfile)
+	}
+	cmd := c.command(ctx, "initdb", args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb %s: %w\n%s", c.opts.DataDir, err, out)
 	}
@@ -357,16 +485,33 @@ func (c *Cluster) Port() int { return c.opts.Port }
 // DataDir is the data directory.
 func (c *Cluster) DataDir() string { return c.opts.DataDir }
 
-// DSN is a connection string for database dbname as the superuser, over
-// the Unix socket (no port races, no TCP overhead).
+// DSN is a connection string for database dbname as the superuser (with
+// its password, if the cluster has one), over the Unix socket (no port
+// races, no TCP overhead).
 func (c *Cluster) DSN(dbname string) string {
-	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", c.opts.SocketDir, c.opts.Port, Superuser, dbname)
+	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", c.opts.SocketDir, c.opts.Port, Superuser, dbname)
+	if c.opts.Password != "" {
+		dsn += " password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(c.opts.Password) + "'"
+	}
+	return dsn
 }
 
+// SocketDir is the directory of the server's Unix socket.
+func (c *Cluster) SocketDir() string { return c.opts.SocketDir }
+
 // TCPURL is a postgres:// URL for database dbname as user, over TCP, for
-// humans and tools outside this process.
+// humans and tools outside this process. It carries no password.
 func (c *Cluster) TCPURL(user, dbname string) string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", user, c.opts.Port, dbname)
+	return c.URL(user, "", dbname)
+}
+
+// URL is TCPURL with user's password ("" for none).
+func (c *Cluster) URL(user, password, dbname string) string {
+	u := url.URL{Scheme: "postgres", User: url.User(user), Host: fmt.Sprintf("127.0.0.1:%d", c.opts.Port), Path: "/" + dbname, RawQuery: "sslmode=disable"}
+	if password != "" {
+		u.User = url.UserPassword(user, password)
+	}
+	return u.String()
 }
 
 func freePort() (int, error) {

@@ -2,8 +2,15 @@ package pgcluster_test
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -29,4 +36,48 @@ func TestFindBinariesHonoursPGBIN(t *testing.T) {
 func TestNewNeedsADataDir(t *testing.T) {
 	_, err := pgcluster.New(context.Background(), pgcluster.Options{})
 	assert.ErrorContains(t, err, "DataDir is required")
+}
+
+// A cluster with a Password asks every connection for it, over the Unix
+// socket and TCP, the superuser's included; DSN carries it.
+func TestClusterWithPasswordRefusesConnectionsWithout(t *testing.T) {
+	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "pgcluster-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755)) // reachable by the postgres user when root
+	c, err := pgcluster.New(ctx, pgcluster.Options{DataDir: filepath.Join(dir, "data"), Password: "s3cret-Passw0rd", ParentDeathSignal: syscall.SIGQUIT})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+
+	hba, err := os.ReadFile(filepath.Join(dir, "data", "pg_hba.conf"))
+	require.NoError(t, err)
+	assert.Equal(t, pgcluster.PasswordHBA, string(hba))
+
+	conn, err := pgx.Connect(ctx, c.DSN("postgres"))
+	require.NoError(t, err, "the DSN carries the password")
+	verifier, err := pgcluster.ScramVerifier("r0le-password")
+	require.NoError(t, err)
+	assert.Regexp(t, `^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}$`, verifier)
+	_, err = conn.Exec(ctx, "CREATE ROLE someone LOGIN PASSWORD '"+verifier+"'")
+	require.NoError(t, err)
+	require.NoError(t, conn.Close(ctx))
+
+	for _, dsn := range []string{
+		strings.Replace(c.DSN("postgres"), "s3cret-Passw0rd", "", 1),
+		strings.Replace(c.DSN("postgres"), "s3cret-Passw0rd", "wrong", 1),
+		c.TCPURL(pgcluster.Superuser, "postgres"),
+		c.URL("someone", "wrong", "postgres"),
+	} {
+		_, err := pgx.Connect(ctx, dsn)
+		var pgErr *pgconn.PgError
+		if assert.True(t, errors.As(err, &pgErr), "%s: %v", dsn, err) {
+			assert.Equal(t, "28P01", pgErr.Code, "%s: %v", dsn, err)
+		}
+	}
+	conn, err = pgx.Connect(ctx, c.URL("someone", "r0le-password", "postgres"))
+	require.NoError(t, err, "a password set through its SCRAM verifier")
+	require.NoError(t, conn.Close(ctx))
 }

@@ -6,9 +6,17 @@
 // database; each test then gets a fresh clone of it (CREATE DATABASE ...
 // TEMPLATE), which takes milliseconds and isolates tests completely.
 //
+// On its own cluster the harness sets up the template as `make run` sets
+// up its database (README, "Database roles"): every service's schema is
+// bootstrapped (migrate.Bootstrap: an owner and a runtime role per
+// schema, migrate.DefaultRoles) and the package's migrations are applied
+// as the owners, so tests can connect as either role (AsRole) and the
+// privileges they meet are the real ones. NewDatabase's DSN connects as
+// the superuser, for the tests' own set-up and checks.
+//
 // With DATABASE_URL set, that server is used instead of a throwaway
 // cluster; its role needs CREATEDB. Databases made there are dropped when
-// the tests end.
+// the tests end. There everything runs as that role (HasRoles is false).
 //
 // Use it from TestMain:
 //
@@ -25,6 +33,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +76,11 @@ type harness struct {
 	dsn      func(dbname string) string
 	template string
 	cleanups []func()
+	// roles: the template's schemas are bootstrapped with
+	// migrate.DefaultRoles (the harness's own cluster); bootstrapped are
+	// their sets.
+	roles        bool
+	bootstrapped []migrations.Set
 
 	mu      sync.Mutex // serialises CREATE DATABASE from the template
 	counter atomic.Int64
@@ -121,6 +135,13 @@ func NewDatabase(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
+	// The clone has the template's schemas and their privileges, but not
+	// the privileges on the database itself.
+	for _, set := range h.bootstrapped {
+		if err := migrate.GrantDatabase(ctx, h.admin, name, set, migrate.DefaultRoles(set.Schema)); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -129,6 +150,51 @@ func NewDatabase(t testing.TB) string {
 		}
 	})
 	return h.dsn(name)
+}
+
+// NewBlankDatabase creates an empty database for this test (nothing
+// bootstrapped, nothing migrated), dropped when the test ends, and returns
+// its DSN as the superuser: for tests of the set-up itself.
+func NewBlankDatabase(t testing.TB) string {
+	t.Helper()
+	h := mustHarness(t)
+	name := fmt.Sprintf("%s_blank_%d", prefix, h.counter.Add(1))
+	h.mu.Lock()
+	_, err := h.admin.Exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE template0")
+	h.mu.Unlock()
+	if err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := h.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("pgtest: drop database %s: %v", name, err)
+		}
+	})
+	return h.dsn(name)
+}
+
+// HasRoles reports whether test databases have every service's owner and
+// runtime roles (migrate.DefaultRoles): on the harness's own cluster they
+// do; with DATABASE_URL they do not, and AsRole must not be used.
+func HasRoles(t testing.TB) bool {
+	t.Helper()
+	return mustHarness(t).roles
+}
+
+// AsRole returns dsn (as NewDatabase returns it) connecting as role
+// instead, without a password: the harness's cluster trusts local
+// connections. migrate.DefaultRoles names the services' roles.
+func AsRole(dsn, role string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			u.User = url.User(role)
+			return u.String()
+		}
+	}
+	// In key=value form the last occurrence of a key wins.
+	return dsn + " user=" + role
 }
 
 // NewPool is NewDatabase plus a pool on it, closed when the test ends.
@@ -242,8 +308,34 @@ func (h *harness) start() error {
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{h.template}.Sanitize()); err != nil {
 		return fmt.Errorf("create template database: %w", err)
 	}
+	templateDSN := h.dsn(h.template)
+	if h.cluster != nil {
+		// Every service's schema, so apptest can start any service on a
+		// clone; and the package's own sets.
+		sets := append([]migrations.Set(nil), migrations.All...)
+		for _, set := range h.sets {
+			if !slices.ContainsFunc(sets, func(s migrations.Set) bool { return s.Schema == set.Schema }) {
+				sets = append(sets, set)
+			}
+		}
+		conn, err := pgx.Connect(ctx, templateDSN)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		for _, set := range sets {
+			if err := migrate.Bootstrap(ctx, conn, set, migrate.DefaultRoles(set.Schema)); err != nil {
+				return fmt.Errorf("bootstrap template: %w", err)
+			}
+		}
+		h.roles, h.bootstrapped = true, sets
+	}
 	for _, set := range h.sets {
-		if _, err := migrate.Up(ctx, h.dsn(h.template), set, nil); err != nil {
+		dsn := templateDSN
+		if h.roles {
+			dsn = AsRole(dsn, migrate.DefaultRoles(set.Schema).Owner)
+		}
+		if _, err := migrate.Up(ctx, dsn, set, nil); err != nil {
 			return fmt.Errorf("migrate template (%s): %w", set.Schema, err)
 		}
 	}

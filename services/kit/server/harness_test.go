@@ -39,10 +39,12 @@ func serveObserved(t *testing.T, svc *testServer, configure func(*server.Config,
 		ShutdownTimeout: 5 * time.Second,
 		HealthInterval:  time.Second,
 		MaxRecvMsgSize:  4 << 20,
+		Insecure:        true,
 	}
 	opts := server.Options{
-		Logger:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Database: pgtest.NewPool(t),
+		WithoutAuth: true,
+		Logger:      slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Database:    pgtest.NewPool(t),
 		Register: func(r server.Registrar) error {
 			testgrpc.RegisterTestServiceServer(r.GRPC, svc)
 			return nil

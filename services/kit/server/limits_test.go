@@ -26,6 +26,7 @@ import (
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/auth"
 	"github.com/platforma/platforma/services/kit/server"
 )
 
@@ -351,7 +352,9 @@ func TestServeFlagsSetTheLimits(t *testing.T) {
 			testgrpc.RegisterTestServiceServer(r.GRPC, svc)
 			return nil
 		},
-	}, testService, "-recv-timeout=200ms", "-max-header-list-bytes=4096")
+		// rawCall speaks plaintext HTTP/2 without credentials.
+		Methods: auth.Methods.With(auth.AllMethods(&testgrpc.TestService_ServiceDesc, auth.Rule{Public: true})),
+	}, testService, "-recv-timeout=200ms", "-max-header-list-bytes=4096", "-insecure")
 
 	cs, err := s.Conn.NewStream(context.Background(), &grpc.StreamDesc{}, testgrpc.TestService_UnaryCall_FullMethodName)
 	require.NoError(t, err)

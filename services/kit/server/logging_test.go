@@ -7,17 +7,22 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
 	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/auth"
+	"github.com/platforma/platforma/services/kit/auth/devpki"
 	"github.com/platforma/platforma/services/kit/server"
 )
 
@@ -158,6 +163,62 @@ func TestPanicIsLoggedAndCountedAsInternal(t *testing.T) {
 	metrics := scrape(t, o.srv.MetricsAddr())
 	assert.Contains(t, metrics, "grpc_server_panics_recovered_total 1")
 	assert.Contains(t, metrics, `grpc_server_handled_total{grpc_code="Internal",grpc_method="UnaryCall",grpc_service="grpc.testing.TestService",grpc_type="unary"} 1`)
+
+	// Authentication, authorization and the rate limit sit inside logging
+	// and metrics and outside recovery and the handler: refusals are
+	// logged and counted and never reach the handler; an admitted call's
+	// panic is still recovered, and its line names the caller.
+	var reached atomic.Int32
+	svc = &testServer{unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		reached.Add(1)
+		panic("handler bug")
+	}}
+	o = serveObserved(t, svc, func(_ *server.Config, opts *server.Options) {
+		p := apptest.PKI(t)
+		a, err := auth.New(context.Background(), auth.Config{
+			Methods:    auth.Methods.With(auth.AllMethods(&testgrpc.TestService_ServiceDesc, auth.Rule{Roles: auth.Of(auth.Worker), Class: auth.ClassWrite})),
+			JWT:        &auth.JWTConfig{JWKS: p.JWKS(), Issuer: p.Issuer, Audience: p.Audience},
+			RateLimits: auth.RateLimits{Write: auth.RateLimit{Rate: 0.001, Burst: 1}},
+			Logger:     opts.Logger,
+		})
+		require.NoError(t, err)
+		opts.WithoutAuth, opts.Auth = false, a
+	})
+	client := testgrpc.NewTestServiceClient(o.conn)
+	_, err = client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	as := func(roles ...auth.Role) grpc.CallOption {
+		return grpc.PerRPCCredentials(devpki.Bearer{Token: apptest.Token(t, "caller", roles...)})
+	}
+	_, err = client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}, as(auth.Operator))
+	require.Equal(t, codes.PermissionDenied, status.Code(err))
+	_, err = client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}, as(auth.Worker))
+	require.Equal(t, codes.Internal, status.Code(err), "admitted, then the panic")
+	_, err = client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}, as(auth.Worker))
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "a burst of one")
+	assert.Equal(t, int32(1), reached.Load(), "refused calls never reach the handler")
+
+	finished = o.linesWhere(t, "msg", "finished call", "grpc.method", "UnaryCall")
+	require.Len(t, finished, 4, o.logs.String())
+	for i, want := range []struct{ code, level, caller string }{
+		{"Unauthenticated", "INFO", ""},
+		{"PermissionDenied", "INFO", "caller"},
+		{"Internal", "ERROR", "caller"},
+		{"ResourceExhausted", "WARN", "caller"},
+	} {
+		assert.Equal(t, want.code, finished[i]["grpc.code"])
+		assert.Equal(t, want.level, finished[i]["level"])
+		if want.caller == "" {
+			assert.NotContains(t, finished[i], "auth.subject")
+		} else {
+			assert.Equal(t, want.caller, finished[i]["auth.subject"])
+		}
+	}
+	metrics = scrape(t, o.srv.MetricsAddr())
+	for _, code := range []string{"Unauthenticated", "PermissionDenied", "Internal", "ResourceExhausted"} {
+		assert.Contains(t, metrics, `grpc_server_handled_total{grpc_code="`+code+`",grpc_method="UnaryCall",grpc_service="grpc.testing.TestService",grpc_type="unary"} 1`)
+	}
+	assert.Contains(t, metrics, "grpc_server_panics_recovered_total 1")
 }
 
 func TestPanicInAStreamIsLoggedAndCountedAsInternal(t *testing.T) {

@@ -30,6 +30,7 @@ import (
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/auth/devpki"
 	"github.com/platforma/platforma/services/kit/pgtest"
 )
 
@@ -67,6 +68,9 @@ func TestMeasureHeldConnectionsAndCalls(t *testing.T) {
 	require.NoError(t, err)
 	flags := strings.Fields(os.Getenv("MEASURE_FLAGS"))
 	t.Logf("N=%d, binaries from %s, extra flags %q", n, binDir, flags)
+	// Plaintext as before (rawCall speaks h2c), with a token of every role
+	// and no rate limits: what is measured is the transport, not auth.
+	flags = append(measureCredentials(t), flags...)
 
 	t.Run("profile", func(t *testing.T) {
 		p := startBinary(t, filepath.Join(binDir, "profile"), profilev1.ProfileService_ServiceDesc.ServiceName, flags)
@@ -211,9 +215,28 @@ func startBinary(t *testing.T, bin, grpcService string, flags []string) *process
 	return p
 }
 
+// measureDialOptions are the measuring clients' credentials (set by
+// measureCredentials).
+var measureDialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+
+// measureCredentials makes a JWKS and a token with every role, and
+// returns the `serve` flags that trust it.
+func measureCredentials(t *testing.T) []string {
+	t.Helper()
+	p, err := devpki.New("", "")
+	require.NoError(t, err)
+	tok, err := p.Token("measure", []string{"worker", "operator", "admin"}, 24*time.Hour)
+	require.NoError(t, err)
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	require.NoError(t, devpki.WriteFile(jwks, p.JWKS()))
+	measureDialOptions = append(measureDialOptions, grpc.WithPerRPCCredentials(devpki.Bearer{Token: tok}))
+	return []string{"-insecure", "-jwks-file=" + jwks, "-jwt-issuer=" + p.Issuer, "-jwt-audience=" + p.Audience,
+		"-rate-limit-writes=0", "-rate-limit-reads=0"}
+}
+
 func (p *process) dial(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.addr, measureDialOptions...)
 	require.NoError(t, err)
 	p.conns = append(p.conns, conn)
 	return conn
@@ -275,7 +298,7 @@ func dialMany(t *testing.T, addr string, n int) []*grpc.ClientConn {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 50)
 	for i := range conns {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, measureDialOptions...)
 		require.NoError(t, err)
 		conns[i] = conn
 		wg.Add(1)

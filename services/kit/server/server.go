@@ -1,10 +1,12 @@
-// Package server is the gRPC runtime every platforma service shares: the
-// interceptor chain, health that follows the database, reflection,
-// Prometheus metrics and graceful shutdown.
+// Package server is the gRPC runtime every platforma service shares: TLS,
+// the interceptor chain (authentication and authorization included),
+// health that follows the database, reflection, Prometheus metrics and
+// graceful shutdown.
 package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +31,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
@@ -38,6 +41,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/auth"
 )
 
 // Config is the runtime configuration of a server.
@@ -46,6 +50,14 @@ type Config struct {
 	ListenAddr string
 	// MetricsAddr serves /metrics, host:port.
 	MetricsAddr string
+	// PprofAddr, if set, serves /debug/pprof/ on its own listener; it
+	// must be a loopback address (pprof has no authentication).
+	PprofAddr string
+	// TLS is the gRPC listener's TLS configuration (tlsfiles.ServerConfig).
+	// Without it the server refuses to start unless Insecure is set.
+	TLS *tls.Config
+	// Insecure serves plaintext gRPC; only with TLS nil.
+	Insecure bool
 	// ShutdownTimeout bounds how long in-flight calls may take to finish
 	// after a shutdown starts; then they are cut off.
 	ShutdownTimeout time.Duration
@@ -187,6 +199,14 @@ type Options struct {
 	// shared ones. A codec belongs in Codec: one forced here replaces the
 	// server's, and malformed requests are INTERNAL again.
 	GRPCOptions []grpc.ServerOption
+	// Auth authenticates, authorizes, rate-limits and audits every call
+	// but health and reflection; its method table is checked against the
+	// registered services. Required unless WithoutAuth.
+	Auth *auth.Auth
+	// WithoutAuth runs the server with no authentication at all. Only for
+	// the tests of this runtime itself: the binaries (package app) always
+	// set Auth and have no flag for this.
+	WithoutAuth bool
 }
 
 // forcedStopGrace is how long handlers get to return after their calls
@@ -208,6 +228,8 @@ type Server struct {
 	lis        net.Listener
 	metricsLis net.Listener
 	metricsSrv *http.Server
+	pprofLis   net.Listener // nil when off
+	pprofSrv   *http.Server
 	background []backgroundTask
 }
 
@@ -216,6 +238,21 @@ type Server struct {
 func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil || opts.Database == nil || opts.Register == nil {
 		return nil, errors.New("server: Logger, Database and Register are required")
+	}
+	switch {
+	case cfg.TLS == nil && !cfg.Insecure:
+		return nil, errors.New("server: no TLS configuration; plaintext needs Insecure")
+	case cfg.TLS != nil && cfg.Insecure:
+		return nil, errors.New("server: TLS and Insecure are exclusive")
+	case opts.Auth == nil && !opts.WithoutAuth:
+		return nil, errors.New("server: Auth is required")
+	case opts.Auth != nil && opts.WithoutAuth:
+		return nil, errors.New("server: Auth and WithoutAuth are exclusive")
+	}
+	if cfg.PprofAddr != "" {
+		if err := CheckLoopback(cfg.PprofAddr); err != nil {
+			return nil, fmt.Errorf("server: pprof address %q: %w", cfg.PprofAddr, err)
+		}
 	}
 	limits := cfg.Limits.withDefaults()
 	s := &Server{
@@ -256,7 +293,10 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	// The service's own options last, so they can override; the
 	// server's codec before them (see Options.GRPCOptions).
-	serverOpts := append(s.serverOptions(grpcMetrics, panics, itemRefusals), grpc.ForceServerCodecV2(decodeCodec{inner: codec, g: s.guard}))
+	serverOpts := append(s.serverOptions(grpcMetrics, panics, itemRefusals, opts.Auth), grpc.ForceServerCodecV2(decodeCodec{inner: codec, g: s.guard}))
+	if cfg.TLS != nil {
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
 	s.grpc = grpc.NewServer(append(serverOpts, opts.GRPCOptions...)...)
 	// Every service, health and reflection included, registers through the
 	// guard, which bounds how long its calls wait for their requests.
@@ -270,6 +310,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 	sort.Strings(s.services)
 	healthgrpc.RegisterHealthServer(registrar, healthService{Server: s.health, stopping: s.stopping})
 	reflection.Register(registrar) // v1 and v1alpha: grpcurl works without proto files
+	if opts.Auth != nil {
+		// Every method registered has its rule, every rule its method.
+		if err := opts.Auth.Check(s.grpc.GetServiceInfo()); err != nil {
+			return nil, err
+		}
+	}
 	grpcMetrics.InitializeMetrics(s.grpc)
 	// Until the first database check says otherwise.
 	s.setServing(false)
@@ -284,17 +330,45 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
-	// Profiles on the same internal port: how to find where a busy
-	// replica spends its CPU without redeploying it.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if cfg.PprofAddr != "" {
+		// Profiles only on a loopback listener of their own: how to find
+		// where a busy replica spends its CPU (kubectl port-forward, ssh),
+		// never reachable from the network.
+		if s.pprofLis, err = net.Listen("tcp", cfg.PprofAddr); err != nil {
+			_ = s.lis.Close()
+			_ = s.metricsLis.Close()
+			return nil, fmt.Errorf("listen on %s for pprof: %w", cfg.PprofAddr, err)
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.pprofSrv = &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+	}
 	return s, nil
 }
 
+// CheckLoopback accepts host:port addresses whose host is a loopback
+// address or "localhost": addresses only this machine can reach.
+func CheckLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return errors.New("must be a loopback address such as 127.0.0.1:6060 or [::1]:6060 (pprof has no authentication)")
+}
+
 // serverOptions is the one place that decides the interceptor order.
-func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheus.Counter, itemRefusals *apierr.ItemRefusals) []grpc.ServerOption {
+func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheus.Counter, itemRefusals *apierr.ItemRefusals, a *auth.Auth) []grpc.ServerOption {
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		panics.Inc()
 		s.log.ErrorContext(ctx, "panic in gRPC handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -314,6 +388,15 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheu
 			}
 			return nil
 		}),
+		// Who called (the caller's subject, never a credential), once
+		// authentication has run: every line of an authenticated call
+		// and every refusal after it names the caller.
+		logging.WithFieldsFromContextAndCallMeta(func(ctx context.Context, _ interceptors.CallMeta) logging.Fields {
+			if who := auth.Caller(ctx); who != "" {
+				return logging.Fields{"auth.subject", who}
+			}
+			return nil
+		}),
 	}
 	// Probes call health every few seconds; their lines would drown the rest.
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
@@ -321,38 +404,61 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheu
 	})
 	l := s.limits
 
+	unary := []grpc.UnaryServerInterceptor{
+		callInfoUnary,
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), notHealth),
+		metrics.UnaryServerInterceptor(),
+		apierr.UnaryServerInterceptor(s.log),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		callInfoStream,
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, logOpts...), notHealth),
+		metrics.StreamServerInterceptor(),
+		apierr.StreamServerInterceptor(s.log),
+	}
+	if a != nil {
+		unary = append(unary, a.UnaryServerInterceptor())
+		stream = append(stream, a.StreamServerInterceptor())
+	}
+	unary = append(unary, itemRefusals.UnaryServerInterceptor(), decodeInterceptor)
+	if a != nil {
+		unary = append(unary, a.AuditUnaryServerInterceptor())
+	}
+	unary = append(unary, recovery.UnaryServerInterceptor(recoveryOpt))
+	stream = append(stream, recovery.StreamServerInterceptor(recoveryOpt))
+
 	return []grpc.ServerOption{
 		// Traces for every call but health checks.
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
 		// Outermost first:
-		//  1. logging: one line per finished call, with its final code;
+		//  0. call info: a place for 4 to leave the caller's subject, so
+		//     that 1 can name it;
+		//  1. logging: one line per finished call, with its final code
+		//     (and auth.subject once authenticated);
 		//  2. metrics: counts and latency per method and code;
 		//  3. apierr: turns handler errors into statuses, so 1 and 2 see
 		//     the codes clients get (and 1 the causes they do not);
-		//  4. (unary) item refusals: a batch call succeeds even when some
+		//  4. auth: authentication (client certificate or bearer token),
+		//     authorization (the method table), the caller's rate limit:
+		//     UNAUTHENTICATED, PERMISSION_DENIED and RESOURCE_EXHAUSTED
+		//     are logged by 1 and counted by 2, and nothing below runs;
+		//     health and reflection pass untouched;
+		//  5. (unary) item refusals: a batch call succeeds even when some
 		//     of its items are refused; each such item is logged and
 		//     counted (platforma_batch_items_refused_total);
-		//  5. (unary) decodeInterceptor: a request that is not valid
+		//  6. (unary) decodeInterceptor: a request that is not valid
 		//     protobuf is INVALID_ARGUMENT, without calling the handler
 		//     (streams get it from RecvMsg, see receive.go);
-		//  6. recovery, innermost: a panic becomes INTERNAL that 1-3 see,
+		//  7. (unary) audit: an operator's read of the op log or the
+		//     profiles leaves its audit line, for well-formed requests
+		//     only (streams are audited by 4 at their first message);
+		//  8. recovery, innermost: a panic becomes INTERNAL that 1-3 see,
 		//     so it is logged and counted like any other failure.
 		// Receive timeouts act below the chain (receive.go): a call cut off
-		// there is logged and counted on its own.
-		grpc.ChainUnaryInterceptor(
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), notHealth),
-			metrics.UnaryServerInterceptor(),
-			apierr.UnaryServerInterceptor(s.log),
-			itemRefusals.UnaryServerInterceptor(),
-			decodeInterceptor,
-			recovery.UnaryServerInterceptor(recoveryOpt),
-		),
-		grpc.ChainStreamInterceptor(
-			selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, logOpts...), notHealth),
-			metrics.StreamServerInterceptor(),
-			apierr.StreamServerInterceptor(s.log),
-			recovery.StreamServerInterceptor(recoveryOpt),
-		),
+		// there is logged and counted on its own. TLS (Config.TLS) is the
+		// transport's: a failed handshake never becomes a call.
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
 		// Reuse handler goroutines, whose stacks have already grown through
 		// the interceptors and pgx, instead of starting one per call
@@ -387,6 +493,31 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 // MetricsAddr is the bound metrics address.
 func (s *Server) MetricsAddr() string { return s.metricsLis.Addr().String() }
 
+// PprofAddr is the bound pprof address, "" when pprof is off.
+func (s *Server) PprofAddr() string {
+	if s.pprofLis == nil {
+		return ""
+	}
+	return s.pprofLis.Addr().String()
+}
+
+// callInfoUnary and callInfoStream give the call a place where auth
+// leaves the caller's subject for the log line (auth.Caller).
+func callInfoUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(auth.WithCallInfo(ctx), req)
+}
+
+func callInfoStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, ctxStream{ServerStream: ss, ctx: auth.WithCallInfo(ss.Context())})
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
+
 // Run serves until ctx ends, then shuts down gracefully: health turns
 // NOT_SERVING, no new calls are accepted, in-flight calls (streams
 // included) get ShutdownTimeout to finish, then the rest are cut off. It
@@ -399,6 +530,13 @@ func (s *Server) Run(ctx context.Context) error {
 			serveErr <- fmt.Errorf("metrics server: %w", err)
 		}
 	}()
+	if s.pprofSrv != nil {
+		go func() {
+			if err := s.pprofSrv.Serve(s.pprofLis); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("pprof server: %w", err)
+			}
+		}()
+	}
 
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	watched := make(chan struct{})
@@ -418,7 +556,11 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	s.log.Info("serving", "addr", s.Addr(), "metrics_addr", s.MetricsAddr(), "services", s.services)
+	attrs := []any{"addr", s.Addr(), "metrics_addr", s.MetricsAddr(), "tls", s.cfg.TLS != nil, "services", s.services}
+	if s.pprofSrv != nil {
+		attrs = append(attrs, "pprof_addr", s.PprofAddr())
+	}
+	s.log.Info("serving", attrs...)
 
 	var err error
 	select {
@@ -484,6 +626,10 @@ func (s *Server) shutdown() {
 	defer cancelMetrics()
 	if err := s.metricsSrv.Shutdown(metricsCtx); err != nil {
 		s.log.Warn("metrics server shutdown", "error", err)
+	}
+	if s.pprofSrv != nil {
+		// A profile being taken is cut off: no one waits for it.
+		_ = s.pprofSrv.Close()
 	}
 }
 

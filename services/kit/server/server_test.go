@@ -95,9 +95,11 @@ func start(t *testing.T, db server.Pinger, svc *testServer, shutdownTimeout time
 		ShutdownTimeout: shutdownTimeout,
 		HealthInterval:  50 * time.Millisecond,
 		MaxRecvMsgSize:  4 << 20,
+		Insecure:        true,
 	}, server.Options{
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Database: db,
+		WithoutAuth: true,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database:    db,
 		Register: func(r server.Registrar) error {
 			testgrpc.RegisterTestServiceServer(r.GRPC, svc)
 			return nil
@@ -352,11 +354,12 @@ func TestNewFailsOnTakenPort(t *testing.T) {
 	r := start(t, pgtest.NewPool(t), &testServer{}, time.Second)
 	_, err := server.New(server.Config{
 		ListenAddr: r.srv.Addr(), MetricsAddr: "127.0.0.1:0",
-		ShutdownTimeout: time.Second, HealthInterval: time.Second, MaxRecvMsgSize: 1 << 20,
+		ShutdownTimeout: time.Second, HealthInterval: time.Second, MaxRecvMsgSize: 1 << 20, Insecure: true,
 	}, server.Options{
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Database: pgtest.NewPool(t),
-		Register: func(server.Registrar) error { return nil },
+		WithoutAuth: true,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database:    pgtest.NewPool(t),
+		Register:    func(server.Registrar) error { return nil },
 	})
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), r.srv.Addr()), "error names the address: %v", err)
@@ -406,10 +409,11 @@ func TestBackgroundTasksOutliveInFlightCalls(t *testing.T) {
 	taskStarted, taskDone := make(chan struct{}), make(chan struct{})
 	srv, err := server.New(server.Config{
 		ListenAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
-		ShutdownTimeout: 10 * time.Second, HealthInterval: time.Second, MaxRecvMsgSize: 1 << 20,
+		ShutdownTimeout: 10 * time.Second, HealthInterval: time.Second, MaxRecvMsgSize: 1 << 20, Insecure: true,
 	}, server.Options{
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Database: pgtest.NewPool(t),
+		WithoutAuth: true,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Database:    pgtest.NewPool(t),
 		Register: func(r server.Registrar) error {
 			testgrpc.RegisterTestServiceServer(r.GRPC, svc)
 			r.Background("test task", func(ctx context.Context) {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/migrate"
 	"github.com/platforma/platforma/services/kit/pgcluster"
 )
 
@@ -41,8 +43,9 @@ func binDir(t *testing.T) string {
 const database = "faults"
 
 // Env is one scenario's world: its own throwaway Postgres cluster with one
-// database, a login role per service (as `make run` sets them up), both
-// schemas migrated by the binaries' own `migrate`.
+// database and, per service, an owner and a runtime role (as `make run`
+// sets them up: migrate.Bootstrap), both schemas migrated by the binaries'
+// own `migrate` as the owners; the services serve as the runtime roles.
 type Env struct {
 	t   *testing.T
 	dir string
@@ -93,29 +96,40 @@ func newEnv(t *testing.T) *Env {
 	})
 
 	e.exec(ctx, "postgres", "CREATE DATABASE "+database)
-	for _, role := range []string{"oplog", "profile"} {
-		e.exec(ctx, "postgres", "CREATE ROLE "+role+" LOGIN")
-		e.exec(ctx, "postgres", "GRANT CONNECT, CREATE ON DATABASE "+database+" TO "+role)
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, role), "migrate")
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+e.URL(role), "LOG_LEVEL=warn")
+	admin, err := pgx.Connect(ctx, e.PG.DSN(database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	for _, set := range []migrations.Set{migrations.OpLog, migrations.Profile} {
+		roles := migrate.DefaultRoles(set.Schema)
+		if err := migrate.Bootstrap(ctx, admin, set, roles); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, set.Schema), "migrate")
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+e.URL(roles.Owner), "LOG_LEVEL=warn")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s migrate: %v\n%s", role, err, out)
+			t.Fatalf("%s migrate: %v\n%s", set.Schema, err, out)
 		}
 	}
 	return e
 }
 
-// URL is the database's URL as role, over TCP, for the services.
+// URL is the database's URL as role, over TCP (the cluster trusts local
+// connections): "oplog" and "profile" are the services' runtime roles.
 func (e *Env) URL(role string) string { return e.PG.TCPURL(role, database) }
 
 // Oplog prepares `oplog serve` on this database; env adds settings.
 func (e *Env) Oplog(env ...string) *Proc {
-	return newProc(e.t, e.dir, "oplog", filepath.Join(e.bin, "oplog"), append([]string{"DATABASE_URL=" + e.URL("oplog")}, env...)...)
+	base := append([]string{"DATABASE_URL=" + e.URL("oplog")}, serveEnv(e.t)...)
+	base = append(base, relayEnv(e.t)...)
+	return newProc(e.t, e.dir, "oplog", filepath.Join(e.bin, "oplog"), append(base, env...)...)
 }
 
 // Profile prepares `profile serve` on this database.
 func (e *Env) Profile(env ...string) *Proc {
-	return newProc(e.t, e.dir, "profile", filepath.Join(e.bin, "profile"), append([]string{"DATABASE_URL=" + e.URL("profile")}, env...)...)
+	base := append([]string{"DATABASE_URL=" + e.URL("profile")}, serveEnv(e.t)...)
+	return newProc(e.t, e.dir, "profile", filepath.Join(e.bin, "profile"), append(base, env...)...)
 }
 
 // exec runs one statement as the superuser in dbname, failing the test on

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
@@ -92,7 +91,7 @@ func newFleet(t *testing.T, addr string, cfg fleetConfig) *Fleet {
 	f := &Fleet{t: t, cfg: cfg, ledger: newLedger(), stop: make(chan struct{}), raw: map[int32]int32{}}
 	for i := 0; i < cfg.producers; i++ {
 		conn, err := oplogclient.Dial(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			workerCreds(t),
 			grpc.WithChainStreamInterceptor(f.ledger.interceptor()))
 		if err != nil {
 			t.Fatal(err)
@@ -350,7 +349,7 @@ func (f *Fleet) waitCaughtUp(t0 time.Time, timeout time.Duration) time.Duration 
 // watched by the fleet's ledger.
 func (f *Fleet) dialRaw(addr string) *grpc.ClientConn {
 	f.t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(addr, workerCreds(f.t),
 		grpc.WithChainStreamInterceptor(f.ledger.interceptor()))
 	if err != nil {
 		f.t.Fatal(err)

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -34,6 +33,8 @@ type Proc struct {
 	metrics string
 	bin     string
 	env     []string
+	// creds dial the process (its TLS, as the suite's worker).
+	creds   grpc.DialOption
 	logPath string
 
 	mu      sync.Mutex
@@ -55,7 +56,7 @@ func newProc(t *testing.T, dir, name, bin string, env ...string) *Proc {
 	t.Helper()
 	addr, metrics := freeAddr(t), freeAddr(t)
 	p := &Proc{
-		Name: name, Addr: addr, metrics: metrics, bin: bin, logPath: filepath.Join(dir, name+".log"),
+		Name: name, Addr: addr, metrics: metrics, bin: bin, creds: workerCreds(t), logPath: filepath.Join(dir, name+".log"),
 		env: append([]string{"LISTEN_ADDR=" + addr, "METRICS_ADDR=" + metrics,
 			"LOG_LEVEL=warn", "LOG_FORMAT=text"}, env...),
 	}
@@ -176,7 +177,7 @@ func (p *Proc) waitReady(servingTimeout time.Duration) error {
 	if servingTimeout == 0 {
 		return nil
 	}
-	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.Addr, p.creds)
 	if err != nil {
 		return err
 	}

@@ -27,12 +27,14 @@ var (
 )
 
 // encodePayload encodes m as a google.protobuf.Struct, replacing the values
-// of sensitive keys with redact.Placeholder at every depth. Strings are
-// made valid for the server, non-finite numbers become strings, values
-// deeper than the limit become "[too deep]", and a payload too large to
-// store is replaced by {"truncated": true, "approx_bytes": n}. Encoding at
-// Log time is also the copy that lets the caller reuse m. The result is
-// never nil: an empty map is an empty object, not "no payload".
+// of sensitive keys with redact.Placeholder at every depth, and so the
+// secrets that the value rules find in strings and in keys' own text (see
+// package redact). Strings are made valid for the server, non-finite
+// numbers become strings, values deeper than the limit become
+// "[too deep]", and a payload too large to store is replaced by
+// {"truncated": true, "approx_bytes": n}. Encoding at Log time is also the
+// copy that lets the caller reuse m. The result is never nil: an empty map
+// is an empty object, not "no payload".
 func encodePayload(m map[string]any, keys redact.Keys) []byte {
 	b := appendStruct(make([]byte, 0, 256), m, keys, 1)
 	if len(b) > maxPayloadBytes {
@@ -65,12 +67,13 @@ func endNested(b []byte, start int) []byte {
 func appendStruct(b []byte, m map[string]any, keys redact.Keys, depth int) []byte {
 	for k, v := range m {
 		k = payloadKey.Sanitize(k)
+		sensitive := keys.Sensitive(k)
 		var entry, value int
 		b, entry = beginNested(b, 1)
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, k)
+		b = protowire.AppendString(b, keys.RedactString(k))
 		b, value = beginNested(b, 2)
-		if keys.Sensitive(k) {
+		if sensitive {
 			b = appendString(b, redact.Placeholder)
 		} else {
 			b = appendValue(b, v, keys, depth)
@@ -84,6 +87,14 @@ func appendStruct(b []byte, m map[string]any, keys redact.Keys, depth int) []byt
 func appendString(b []byte, s string) []byte {
 	b = protowire.AppendTag(b, 3, protowire.BytesType)
 	return protowire.AppendString(b, payloadString.Sanitize(s))
+}
+
+// appendText appends a string of the caller's, with the secrets in it
+// redacted. The value rules keep valid UTF-8 valid and add no NUL, so the
+// sanitised string needs no second pass.
+func appendText(b []byte, s string, keys redact.Keys) []byte {
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	return protowire.AppendString(b, keys.RedactString(payloadString.Sanitize(s)))
 }
 
 func appendNumber(b []byte, f float64) []byte {
@@ -101,7 +112,7 @@ func appendValue(b []byte, v any, keys redact.Keys, depth int) []byte {
 		b = protowire.AppendTag(b, 1, protowire.VarintType)
 		return protowire.AppendVarint(b, 0)
 	case string:
-		return appendString(b, x)
+		return appendText(b, x, keys)
 	case bool:
 		b = protowire.AppendTag(b, 4, protowire.VarintType)
 		return protowire.AppendVarint(b, protowire.EncodeBool(x))
@@ -167,10 +178,10 @@ func appendValue(b []byte, v any, keys redact.Keys, depth int) []byte {
 		}
 		return appendValue(b, items, keys, depth)
 	case error:
-		return appendString(b, x.Error())
+		return appendText(b, x.Error(), keys)
 	case fmt.Stringer:
-		return appendString(b, x.String())
+		return appendText(b, x.String(), keys)
 	default:
-		return appendString(b, fmt.Sprint(x))
+		return appendText(b, fmt.Sprint(x), keys)
 	}
 }

@@ -1,9 +1,12 @@
 // Command devstack is `make run`: the whole platforma stack on one machine.
 //
 // Without DATABASE_URL it creates (the first time) and starts a Postgres
-// cluster in .data/ from the machine's Postgres binaries, with one database
-// and one role per service, so each service owns its schema and cannot touch
-// the others'. It then migrates and starts the three binaries, waits until
+// cluster in .data/ from the machine's Postgres binaries that asks every
+// connection for a password (generated, kept in .data/pgpass), with one
+// database and, per service, an owner role that owns its schema and runs
+// `migrate` and a runtime role with only the DML grants `serve` needs
+// (README, "Database roles"), so no service can touch the others' schemas.
+// It then migrates and starts the three binaries, waits until
 // each of them, its own process and not whatever else answers on its port,
 // is serving and its health is SERVING, and prints commands to try. Ctrl-C
 // stops the services gracefully, then the cluster.
@@ -18,6 +21,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -29,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,9 +43,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/platforma/platforma/migrations"
+	kitmigrate "github.com/platforma/platforma/services/kit/migrate"
 	"github.com/platforma/platforma/services/kit/pgcluster"
 )
 
@@ -167,7 +174,8 @@ func main() {
 func run(ctx context.Context, cfg config) error {
 	con := &console{w: cfg.out}
 	services := cfg.services
-	dsns := map[string]string{}
+	// dsns are what `serve` connects with, migrateDSNs `migrate`.
+	dsns, migrateDSNs := map[string]string{}, map[string]string{}
 	dbDescription := "DATABASE_URL"
 	if cfg.databaseURL == "" {
 		// Before anything starts: the clearest message for the likeliest
@@ -181,10 +189,14 @@ func run(ctx context.Context, cfg config) error {
 	}
 	if cfg.databaseURL != "" {
 		for _, s := range services {
-			dsns[s.name] = cfg.databaseURL
+			dsns[s.name], migrateDSNs[s.name] = cfg.databaseURL, cfg.databaseURL
 		}
 	} else {
-		cluster, err := startCluster(ctx, con, cfg.dataDir, cfg.pgPort)
+		passwords, generated, err := loadPasswords(cfg.dataDir, services)
+		if err != nil {
+			return err
+		}
+		cluster, err := startCluster(ctx, con, cfg.dataDir, cfg.pgPort, passwords[pgcluster.Superuser], generated[pgcluster.Superuser])
 		if err != nil {
 			return stoppedOr(ctx, con, err)
 		}
@@ -196,35 +208,58 @@ func run(ctx context.Context, cfg config) error {
 				con.logf("stop postgres: %v", err)
 			}
 		}()
-		if err := bootstrap(ctx, cluster, services); err != nil {
+		if err := bootstrap(ctx, cluster, services, passwords); err != nil {
 			return err
 		}
 		for _, s := range services {
-			dsns[s.name] = cluster.TCPURL(s.name, database)
+			roles := kitmigrate.DefaultRoles(s.name)
+			dsns[s.name] = cluster.URL(roles.Runtime, passwords[roles.Runtime], database)
+			migrateDSNs[s.name] = cluster.URL(roles.Owner, passwords[roles.Owner], database)
 		}
-		dbDescription = fmt.Sprintf("%s (data in %s)", cluster.TCPURL(pgcluster.Superuser, database), cfg.dataDir)
+		pgpass := filepath.Join(cfg.dataDir, pgpassFile)
+		dbDescription = fmt.Sprintf("%s (data in %s; passwords in %s:\n%14sPGPASSFILE=%s psql -h 127.0.0.1 -p %d -U postgres %s)",
+			cluster.TCPURL(pgcluster.Superuser, database), cfg.dataDir, pgpass, "", pgpass, cluster.Port(), database)
 	}
 
 	for _, s := range services {
-		if err := migrate(ctx, con, cfg.binDir, s, dsns[s.name]); err != nil {
+		if err := migrate(ctx, con, cfg.binDir, s, migrateDSNs[s.name]); err != nil {
 			return stoppedOr(ctx, con, err)
 		}
+	}
+
+	credsDir := cfg.dataDir
+	if credsDir == "" {
+		// DATABASE_URL without a data directory: credentials for this run.
+		tmp, err := os.MkdirTemp("", "platforma-devstack-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		credsDir = tmp
+	}
+	creds, err := prepareCredentials(credsDir)
+	if err != nil {
+		return err
+	}
+	healthCreds, err := creds.workerDialOption()
+	if err != nil {
+		return err
 	}
 
 	var procs []*process
 	exited := make(chan *process, len(services))
 	defer func() { stopAll(procs) }()
 	for _, s := range services {
-		p, err := startService(con, cfg.binDir, s, dsns[s.name], exited)
+		p, err := startService(con, cfg.binDir, s, dsns[s.name], creds.serviceEnv(s), exited)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
 	}
-	if err := waitReady(ctx, procs, 60*time.Second); err != nil {
+	if err := waitReady(ctx, procs, healthCreds, 60*time.Second); err != nil {
 		return stoppedOr(ctx, con, err)
 	}
-	con.banner(services, cfg.grpcurl, dbDescription)
+	con.banner(services, creds.shellFunctions(cfg.grpcurl), dbDescription)
 
 	select {
 	case <-ctx.Done():
@@ -310,7 +345,11 @@ func checkPortsFree(services []service, cluster bool, pgPort int) error {
 	return nil
 }
 
-func startCluster(ctx context.Context, con *console, dataDir string, port int) (*pgcluster.Cluster, error) {
+// startCluster starts the cluster in dataDir, creating it the first time,
+// with password the superuser's (resetPassword: a new one, for a cluster
+// that has another). A cluster made before passwords (trust) is
+// converted.
+func startCluster(ctx context.Context, con *console, dataDir string, port int, password string, resetPassword bool) (*pgcluster.Cluster, error) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, err
@@ -326,6 +365,8 @@ func startCluster(ctx context.Context, con *console, dataDir string, port int) (
 		Port:              port,
 		Settings:          map[string]string{"max_connections": "200"},
 		ParentDeathSignal: syscall.SIGINT,
+		Password:          password,
+		ResetPassword:     resetPassword,
 	})
 	if err != nil {
 		return nil, err
@@ -346,9 +387,84 @@ func startCluster(ctx context.Context, con *console, dataDir string, port int) (
 	return cluster, nil
 }
 
-// bootstrap creates the database and one login role per service, each
-// allowed to create its own schema. Idempotent.
-func bootstrap(ctx context.Context, cluster *pgcluster.Cluster, services []service) error {
+// pgpassFile, in the data directory, holds the generated password of
+// every role of the local cluster, in libpq's password file format
+// (PGPASSFILE), readable by its owner only.
+const pgpassFile = "pgpass"
+
+// clusterRoles are the local cluster's login roles: the superuser, then
+// each service's owner and runtime roles.
+func clusterRoles(services []service) []string {
+	roles := []string{pgcluster.Superuser}
+	for _, s := range services {
+		r := kitmigrate.DefaultRoles(s.name)
+		roles = append(roles, r.Owner, r.Runtime)
+	}
+	return roles
+}
+
+// loadPasswords reads the roles' passwords from dataDir/pgpass, makes one
+// up for every role that has none yet (32 random bytes, hex) and writes
+// the file back (mode 0600) when it did. generated names the new ones.
+func loadPasswords(dataDir string, services []service) (passwords map[string]string, generated map[string]bool, err error) {
+	path := filepath.Join(dataDir, pgpassFile)
+	passwords, generated = map[string]string{}, map[string]bool{}
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// host:port:database:user:password; ours have no colons or backslashes.
+		if f := strings.Split(line, ":"); len(f) == 5 && f[4] != "" {
+			passwords[f[3]] = f[4]
+		}
+	}
+	roles := clusterRoles(services)
+	for _, role := range roles {
+		if passwords[role] != "" {
+			continue
+		}
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, nil, err
+		}
+		passwords[role], generated[role] = hex.EncodeToString(secret), true
+	}
+	if len(generated) == 0 {
+		// Whatever made it, it stays the owner's alone.
+		return passwords, generated, os.Chmod(path, 0o600)
+	}
+	var out strings.Builder
+	out.WriteString("# Passwords of the roles of `make run`'s Postgres (generated). PGPASSFILE=" + path + " psql ...\n")
+	for _, role := range roles {
+		for _, host := range []string{"127.0.0.1", "localhost"} { // localhost: also the Unix socket
+			fmt.Fprintf(&out, "%s:*:*:%s:%s\n", host, role, passwords[role])
+		}
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	tmp, err := os.CreateTemp(dataDir, pgpassFile+".*")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(out.String()); err != nil {
+		_ = tmp.Close()
+		return nil, nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, nil, err
+	}
+	// CreateTemp makes it 0600.
+	return passwords, generated, os.Rename(tmp.Name(), path)
+}
+
+// bootstrap creates the database, and for each service its schema and
+// its two roles (migrate.Bootstrap), and sets every role's password.
+// Idempotent; it also converts the layout of a cluster made before roles
+// were separated (one role per service, with CREATE on the database).
+func bootstrap(ctx context.Context, cluster *pgcluster.Cluster, services []service, passwords map[string]string) error {
 	conn, err := pgx.Connect(ctx, cluster.DSN("postgres"))
 	if err != nil {
 		return err
@@ -363,18 +479,27 @@ func bootstrap(ctx context.Context, cluster *pgcluster.Cluster, services []servi
 			return err
 		}
 	}
+	db, err := pgx.Connect(ctx, cluster.DSN(database))
+	if err != nil {
+		return err
+	}
+	defer db.Close(context.Background())
 	for _, s := range services {
-		role := pgx.Identifier{s.name}.Sanitize()
-		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", s.name).Scan(&exists); err != nil {
+		i := slices.IndexFunc(migrations.All, func(set migrations.Set) bool { return set.Schema == s.name })
+		if i < 0 {
+			return fmt.Errorf("no migrations for %s", s.name)
+		}
+		if err := kitmigrate.Bootstrap(ctx, db, migrations.All[i], kitmigrate.DefaultRoles(s.name)); err != nil {
 			return err
 		}
-		if !exists {
-			if _, err := conn.Exec(ctx, "CREATE ROLE "+role+" LOGIN"); err != nil {
-				return err
-			}
-		}
-		if _, err := conn.Exec(ctx, "GRANT CONNECT, CREATE ON DATABASE "+database+" TO "+role); err != nil {
+	}
+	for _, role := range clusterRoles(services)[1:] {
+		verifier, err := pgcluster.ScramVerifier(passwords[role])
+		if err != nil {
 			return err
+		}
+		if _, err := conn.Exec(ctx, "ALTER ROLE "+pgx.Identifier{role}.Sanitize()+" PASSWORD '"+verifier+"'"); err != nil {
+			return fmt.Errorf("set the password of %s: %w", role, err)
 		}
 	}
 	return nil
@@ -412,12 +537,14 @@ type listening struct{ addr, metricsAddr string }
 
 const tailLines = 20
 
-func startService(con *console, binDir string, s service, dsn string, exited chan<- *process) (*process, error) {
+func startService(con *console, binDir string, s service, dsn string, secrets []string, exited chan<- *process) (*process, error) {
 	cmd := exec.Command(filepath.Join(binDir, s.name), "serve")
 	// The addresses are per service, so a LISTEN_ADDR in the caller's
 	// environment cannot put all three on one port.
+	// Everything on localhost: the stack is for this machine only.
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LOG_FORMAT=text",
-		fmt.Sprintf("LISTEN_ADDR=:%d", s.port), fmt.Sprintf("METRICS_ADDR=:%d", s.metricsPort))
+		fmt.Sprintf("LISTEN_ADDR=127.0.0.1:%d", s.port), fmt.Sprintf("METRICS_ADDR=127.0.0.1:%d", s.metricsPort))
+	cmd.Env = append(cmd.Env, secrets...)
 	for _, kv := range s.env {
 		if name, _, _ := strings.Cut(kv, "="); os.Getenv(name) == "" {
 			cmd.Env = append(cmd.Env, kv)
@@ -545,11 +672,11 @@ func (p *process) startFailure() error {
 // serves on its ports and its health answers SERVING, and checks that
 // they are all still running then. Health alone proves nothing: another
 // process on the port answers it just as well while ours failed to bind.
-func waitReady(ctx context.Context, procs []*process, timeout time.Duration) error {
+func waitReady(ctx context.Context, procs []*process, creds grpc.DialOption, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, p := range procs {
-		if err := p.waitReady(ctx); err != nil {
+		if err := p.waitReady(ctx, creds); err != nil {
 			return err
 		}
 	}
@@ -561,7 +688,7 @@ func waitReady(ctx context.Context, procs []*process, timeout time.Duration) err
 	return nil
 }
 
-func (p *process) waitReady(ctx context.Context) error {
+func (p *process) waitReady(ctx context.Context, creds grpc.DialOption) error {
 	s := p.s
 	select {
 	case l := <-p.serving:
@@ -577,7 +704,7 @@ func (p *process) waitReady(ctx context.Context) error {
 		return fmt.Errorf("%s did not start serving on port %d in time: %w", s.name, s.port, ctx.Err())
 	}
 
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.addr, creds)
 	if err != nil {
 		return err
 	}
@@ -639,23 +766,28 @@ func (c *console) logf(format string, args ...any) {
 	c.line("devstack  | " + fmt.Sprintf(format, args...))
 }
 
-func (c *console) banner(services []service, grpcurl, db string) {
+func (c *console) banner(services []service, shellFunctions []string, db string) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "\nplatforma is up.\n\n")
 	for _, s := range services {
-		fmt.Fprintf(&b, "  %-11s grpc %s   metrics http://%s/metrics\n", s.name, s.addr, s.metricsAddr)
+		fmt.Fprintf(&b, "  %-11s grpc %s (TLS)   metrics http://%s/metrics\n", s.name, s.addr, s.metricsAddr)
 	}
-	fmt.Fprintf(&b, "  %-11s %s\n\nTry, in another terminal:\n\n", "postgres", db)
+	fmt.Fprintf(&b, "  %-11s %s\n\nTry, in another terminal (w: a worker's certificate, op: an operator's token, adm: an admin's):\n\n", "postgres", db)
+	for _, f := range shellFunctions {
+		fmt.Fprintf(&b, "  %s\n", f)
+	}
+	b.WriteString("\n")
 	for _, s := range services {
-		fmt.Fprintf(&b, "  %s -plaintext %s list\n", grpcurl, s.addr)
+		fmt.Fprintf(&b, "  w %s list\n", s.addr)
 	}
 	profile, reviewmeta, oplog := services[0].addr, services[1].addr, services[2].addr
-	fmt.Fprintf(&b, "  %s -plaintext -d '{\"service\":\"platforma.oplog.v1.OpLogService\"}' %s grpc.health.v1.Health/Check\n", grpcurl, oplog)
-	fmt.Fprintf(&b, "  %s -plaintext %s describe platforma.profile.v1.ProfileService\n", grpcurl, profile)
-	fmt.Fprintf(&b, "  %s -plaintext -d '{\"grade\":\"STABILITY_GRADE_CRITICAL\"}' %s platforma.profile.v1.ProfileService/ListProfiles\n", grpcurl, profile)
-	fmt.Fprintf(&b, "  %s -plaintext %s platforma.reviewmeta.v1.ReviewMetadataService/GetReplyStats\n", grpcurl, reviewmeta)
-	fmt.Fprintf(&b, "  %s -plaintext -d '{\"since\":\"%s\",\"until\":\"%s\"}' %s platforma.oplog.v1.OpLogService/GetOperationStats\n",
-		grpcurl, time.Now().UTC().Add(-24*time.Hour).Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339), oplog)
+	fmt.Fprintf(&b, "  w -d '{\"service\":\"platforma.oplog.v1.OpLogService\"}' %s grpc.health.v1.Health/Check\n", oplog)
+	fmt.Fprintf(&b, "  w %s describe platforma.profile.v1.ProfileService\n", profile)
+	fmt.Fprintf(&b, "  op -d '{\"grade\":\"STABILITY_GRADE_CRITICAL\"}' %s platforma.profile.v1.ProfileService/ListProfiles\n", profile)
+	fmt.Fprintf(&b, "  op %s platforma.reviewmeta.v1.ReviewMetadataService/GetReplyStats\n", reviewmeta)
+	fmt.Fprintf(&b, "  op -d '{\"since\":\"%s\",\"until\":\"%s\"}' %s platforma.oplog.v1.OpLogService/GetOperationStats\n",
+		time.Now().UTC().Add(-24*time.Hour).Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339), oplog)
+	fmt.Fprintf(&b, "  adm %s platforma.oplog.v1.OpLogService/ListLoginDeadLetters\n", oplog)
 	fmt.Fprintf(&b, "  (more in README.md)\n")
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 		fmt.Fprintf(&b, "\nTraces are off: start with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 to send them to a collector (README.md).\n")

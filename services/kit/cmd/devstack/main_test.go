@@ -18,9 +18,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/platforma/platforma/services/kit/pgcluster"
 )
 
 // TestMain removes the service binaries the tests built.
@@ -84,16 +85,19 @@ func TestStackStartsAndStops(t *testing.T) {
 		go func() { result <- run(ctx, cfg) }()
 
 		for _, s := range services {
-			awaitServing(t, s, result)
+			awaitServing(t, cfg.dataDir, s, result)
 		}
 		if round == 1 {
 			t.Run("SecondRunOnTheSameDataDirFails", func(t *testing.T) { secondRunFails(t, cfg) })
 			t.Run("ClusterOfAnotherRunIsNotTakenForOurs", func(t *testing.T) { secondClusterFails(t, cfg) })
 			t.Run("TakenPortIsNamed", func(t *testing.T) {
-				takenPortIsNamed(t, cfg, fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", "postgres", cfg.pgPort, database))
+				passwords, _, err := loadPasswords(cfg.dataDir, cfg.services)
+				require.NoError(t, err)
+				takenPortIsNamed(t, cfg, fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", "postgres", passwords["postgres"], cfg.pgPort, database))
 			})
+			t.Run("DatabaseAsksForPasswordsAndConfinesServices", func(t *testing.T) { databaseIsLocked(t, cfg) })
 			// The first stack, Postgres included, is untouched.
-			driveTraffic(t, services)
+			driveTraffic(t, cfg.dataDir, services)
 			checkDashboardMetricsExported(t, services)
 		}
 		stop() // Ctrl-C
@@ -166,7 +170,7 @@ func secondRunFails(t *testing.T, cfg config) {
 	assert.Contains(t, err.Error(), "another `make run` is already using "+abs)
 	assert.NotContains(t, out, "platforma is up")
 	for _, s := range cfg.services {
-		awaitServing(t, s, nil)
+		awaitServing(t, cfg.dataDir, s, nil)
 	}
 }
 
@@ -176,7 +180,9 @@ func secondRunFails(t *testing.T, cfg config) {
 // a start.
 func secondClusterFails(t *testing.T, cfg config) {
 	var out syncBuffer
-	cluster, err := startCluster(context.Background(), &console{w: &out}, cfg.dataDir, cfg.pgPort)
+	passwords, _, err := loadPasswords(cfg.dataDir, cfg.services)
+	require.NoError(t, err)
+	cluster, err := startCluster(context.Background(), &console{w: &out}, cfg.dataDir, cfg.pgPort, passwords[pgcluster.Superuser], false)
 	if err == nil {
 		_ = cluster.Stop(context.Background())
 	}
@@ -240,11 +246,15 @@ func TestReadinessNeedsTheServicesOwnProcess(t *testing.T) {
 
 	var out syncBuffer
 	exited := make(chan *process, 1)
-	p, err := startService(&console{w: &out}, binaries(t), s, "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1", exited)
+	creds, err := prepareCredentials(t.TempDir())
+	require.NoError(t, err)
+	dialCreds, err := creds.workerDialOption()
+	require.NoError(t, err)
+	p, err := startService(&console{w: &out}, binaries(t), s, "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1", creds.serviceEnv(s), exited)
 	require.NoError(t, err)
 	t.Cleanup(func() { stopAll([]*process{p}) })
 
-	err = waitReady(context.Background(), []*process{p}, 30*time.Second)
+	err = waitReady(context.Background(), []*process{p}, dialCreds, 30*time.Second)
 	require.Error(t, err, "health answered by another process is not readiness; output:\n%s", out.String())
 	t.Log(err)
 	assert.Contains(t, err.Error(), fmt.Sprintf("gRPC port %d", s.port))
@@ -297,25 +307,23 @@ func TestPortsFromEnv(t *testing.T) {
 	}
 }
 
-func awaitServing(t *testing.T, s service, result <-chan error) {
+func awaitServing(t *testing.T, dataDir string, s service, result <-chan error) {
 	t.Helper()
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
 	deadline := time.Now().Add(60 * time.Second)
+	var last error
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-result:
 			t.Fatalf("stack exited before %s was SERVING: %v", s.name, err)
 		default:
 		}
-		resp, err := healthgrpc.NewHealthClient(conn).Check(context.Background(), &healthgrpc.HealthCheckRequest{Service: s.grpcService})
-		if err == nil && resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING {
+		// Every start writes new certificates: read them each time.
+		if last = checkServing(dataDir, s); last == nil {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s never SERVING", s.name)
+	t.Fatalf("%s never SERVING: %v", s.name, last)
 }
 
 // freePort returns a port nothing listens on, below the kernel's range of
@@ -356,3 +364,22 @@ func freePort(t *testing.T) int {
 
 // usedPorts are the ports freePort handed out already.
 var usedPorts = map[int]bool{}
+
+func checkServing(dataDir string, s service) error {
+	opt, err := stackDialOption(dataDir)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(s.addr, opt)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := healthgrpc.NewHealthClient(conn).Check(ctx, &healthgrpc.HealthCheckRequest{Service: s.grpcService})
+	if err == nil && resp.GetStatus() != healthgrpc.HealthCheckResponse_SERVING {
+		err = fmt.Errorf("health %v", resp.GetStatus())
+	}
+	return err
+}

@@ -17,21 +17,36 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
+	"github.com/platforma/platforma/services/kit/auth/devpki"
 )
 
 // observabilityDir is deploy/observability, from this package's directory.
 var observabilityDir = filepath.Join("..", "..", "..", "..", "deploy", "observability")
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+// stackDialOption dials the stack whose data directory is dataDir as its
+// worker.
+func stackDialOption(dataDir string) (grpc.DialOption, error) {
+	tlsDir := filepath.Join(dataDir, tlsDirName)
+	creds := &stackCredentials{pki: &devpki.Files{
+		CA:         filepath.Join(tlsDir, "ca.pem"),
+		WorkerCert: filepath.Join(tlsDir, "worker.pem"),
+		WorkerKey:  filepath.Join(tlsDir, "worker-key.pem"),
+	}}
+	return creds.workerDialOption()
+}
+
+// dialStack connects to a service of a running stack as its worker.
+func dialStack(t *testing.T, dataDir, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opt, err := stackDialOption(dataDir)
+	require.NoError(t, err, "the stack's worker credentials")
+	conn, err := grpc.NewClient(addr, opt)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
@@ -41,7 +56,7 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 // among them, from a worker that calls nothing else), a rejected row, a
 // review and a reply attempt. The login must reach its profile through
 // the log alone.
-func driveTraffic(t *testing.T, services []service) {
+func driveTraffic(t *testing.T, dataDir string, services []service) {
 	ctx := context.Background()
 	user, now := uuid.NewString(), timestamppb.Now()
 	ms := func(v int64) *int64 { return &v }
@@ -54,14 +69,14 @@ func driveTraffic(t *testing.T, services []service) {
 			Outcome: commonv1.Outcome_OUTCOME_SUCCESS, ProxyUsed: "proxy-1", ExecutionTimeMs: ms(350), CreateTime: now},
 		{Id: "not-a-uuid", UserId: user, OperationType: oplogv1.OperationType_OPERATION_TYPE_GET_STORES, Outcome: commonv1.Outcome_OUTCOME_SUCCESS, CreateTime: now},
 	}
-	stream, err := oplogv1.NewOpLogServiceClient(dial(t, services[2].addr)).Ingest(ctx)
+	stream, err := oplogv1.NewOpLogServiceClient(dialStack(t, dataDir, services[2].addr)).Ingest(ctx)
 	require.NoError(t, err)
 	require.NoError(t, stream.Send(&oplogv1.IngestRequest{Logs: logs}))
 	resp, err := stream.CloseAndRecv()
 	require.NoError(t, err)
 	require.Equal(t, int64(3), resp.GetAccepted())
 
-	profiles := profilev1.NewProfileServiceClient(dial(t, services[0].addr))
+	profiles := profilev1.NewProfileServiceClient(dialStack(t, dataDir, services[0].addr))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		p, err := profiles.GetProfile(ctx, &profilev1.GetProfileRequest{UserId: user, PlatformAccountId: "acct-1"})
@@ -74,7 +89,7 @@ func driveTraffic(t *testing.T, services []service) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	reviews := reviewmetav1.NewReviewMetadataServiceClient(dial(t, services[1].addr))
+	reviews := reviewmetav1.NewReviewMetadataServiceClient(dialStack(t, dataDir, services[1].addr))
 	reviewID := uuid.NewString()
 	_, err = reviews.UpsertReviewMetadata(ctx, &reviewmetav1.UpsertReviewMetadataRequest{ReviewMetadata: &reviewmetav1.ReviewMetadata{
 		ReviewId: reviewID, ShopId: uuid.NewString(), HasBookingDetail: true, FetchedAt: now,

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +23,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
@@ -31,11 +33,18 @@ import (
 	"github.com/platforma/platforma/services/oplog/oplogclient"
 )
 
+// ownCluster: database made a throwaway cluster, which trusts local
+// connections, so the benchmark can set up and use the services' roles
+// as `make run` does (README, "Database roles"). With DATABASE_URL
+// everything runs as that URL's role.
+var ownCluster bool
+
 // database returns an admin DSN: DATABASE_URL, or a throwaway cluster.
 func database(ctx context.Context) (string, func(), error) {
 	if url := os.Getenv("DATABASE_URL"); url != "" {
 		return url, func() {}, nil
 	}
+	ownCluster = true
 	dir, err := os.MkdirTemp("", "oplogbench-")
 	if err != nil {
 		return "", nil, err
@@ -64,7 +73,11 @@ func database(ctx context.Context) (string, func(), error) {
 // freshDatabase creates database name (dropping an old one), migrates it
 // (with migrateBin's own `migrate` when given, so a baseline binary gets
 // its own schema), creates the partitions of the last and next month, and
-// returns its DSN.
+// returns its DSN as the admin. On a throwaway cluster, and unless
+// migrateBin is a build from before the services had separate roles, the
+// schemas of oplog and profile are bootstrapped and migrated by their
+// owner roles, and startServer runs a build that knows the roles as the
+// service's runtime role; older builds run as the admin throughout.
 func freshDatabase(ctx context.Context, adminDSN, name, migrateBin string) (string, error) {
 	conn, err := pgx.Connect(ctx, adminDSN)
 	if err != nil {
@@ -79,13 +92,22 @@ func freshDatabase(ctx context.Context, adminDSN, name, migrateBin string) (stri
 	}
 	cfg := conn.Config()
 	dsn := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+	withRoles := ownCluster && (migrateBin == "" || knowsRoles(migrateBin))
+	migrateDSN := dsn
+	if withRoles {
+		if err := bootstrap(ctx, dsn); err != nil {
+			return "", err
+		}
+		bootstrapped.Store(dsn, true)
+		migrateDSN = asRole(dsn, migrate.DefaultRoles(migrations.OpLog.Schema).Owner)
+	}
 	if migrateBin != "" {
 		cmd := exec.Command(migrateBin, "migrate")
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LOG_LEVEL=warn")
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+migrateDSN, "LOG_LEVEL=warn")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("%s migrate: %w\n%s", migrateBin, err, out)
 		}
-	} else if _, err := migrate.Up(ctx, dsn, migrations.OpLog, nil); err != nil {
+	} else if _, err := migrate.Up(ctx, migrateDSN, migrations.OpLog, nil); err != nil {
 		return "", err
 	}
 	if err := createPartitions(ctx, dsn, time.Now().AddDate(0, -1, 0), time.Now().AddDate(0, 1, 0)); err != nil {
@@ -94,11 +116,78 @@ func freshDatabase(ctx context.Context, adminDSN, name, migrateBin string) (stri
 	return dsn, nil
 }
 
-// createPartitions creates the monthly partitions from from to to.
+// bootstrapped holds the DSNs of the databases freshDatabase bootstrapped.
+var bootstrapped sync.Map
+
+// bootstrap creates the roles and schemas of oplog and profile in the
+// database of dsn (an admin's).
+func bootstrap(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for _, set := range []migrations.Set{migrations.OpLog, migrations.Profile} {
+		if err := migrate.Bootstrap(ctx, conn, set, migrate.DefaultRoles(set.Schema)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// asRole is dsn (a postgres:// URL) as role, without a password.
+func asRole(dsn, role string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn
+	}
+	u.User = url.User(role)
+	return u.String()
+}
+
+var knownBuilds sync.Map
+
+// knowsRoles reports whether bin is a build that runs as a runtime role:
+// one that creates partitions through the owner's function (0006) rather
+// than with its own DDL. Older builds (BASELINE_REV) do not.
+func knowsRoles(bin string) bool {
+	if v, ok := knownBuilds.Load(bin); ok {
+		return v.(bool)
+	}
+	b, err := os.ReadFile(bin)
+	knows := err == nil && bytes.Contains(b, []byte("create_operation_logs_partition"))
+	knownBuilds.Store(bin, knows)
+	return knows
+}
+
+// serveDSN is what `bin serve` connects with on the database of dsn: the
+// service's runtime role where the database has the roles and the build
+// knows them, else dsn.
+func serveDSN(bin, dsn string) string {
+	if _, ok := bootstrapped.Load(dsn); !ok || !knowsRoles(bin) {
+		return dsn
+	}
+	schema := migrations.OpLog.Schema
+	if strings.HasPrefix(filepath.Base(bin), migrations.Profile.Schema) {
+		schema = migrations.Profile.Schema
+	}
+	return asRole(dsn, migrate.DefaultRoles(schema).Runtime)
+}
+
+// createPartitions creates the monthly partitions from from to to: with
+// the schema's function where it has one (0006), as the service does,
+// else (a baseline build's schema) with DDL.
 func createPartitions(ctx context.Context, dsn string, from, to time.Time) error {
+	var hasFunction bool
+	if err := queryOn(ctx, dsn, "SELECT to_regprocedure('oplog.create_operation_logs_partition(date)') IS NOT NULL", &hasFunction); err != nil {
+		return err
+	}
 	for m := time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC); !m.After(to); m = m.AddDate(0, 1, 0) {
 		stmt := fmt.Sprintf(`CREATE TABLE IF NOT EXISTS oplog.operation_logs_p%04d%02d PARTITION OF oplog.operation_logs FOR VALUES FROM ('%s') TO ('%s')`,
 			m.Year(), m.Month(), m.Format(time.RFC3339), m.AddDate(0, 1, 0).Format(time.RFC3339))
+		if hasFunction {
+			stmt = fmt.Sprintf(`SELECT oplog.create_operation_logs_partition('%s')`, m.Format(time.DateOnly))
+		}
 		if _, err := execOn(ctx, dsn, stmt); err != nil {
 			return err
 		}
@@ -114,6 +203,16 @@ func execOn(ctx context.Context, dsn, sql string) (int64, error) {
 	defer conn.Close(ctx)
 	tag, err := conn.Exec(ctx, sql)
 	return tag.RowsAffected(), err
+}
+
+// queryOn runs a query of one value.
+func queryOn(ctx context.Context, dsn, sql string, into any) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql).Scan(into)
 }
 
 // countRows counts the rows of table (a trusted, qualified name).
@@ -256,7 +355,8 @@ func startServerOn(addr, bin, dsn string, env ...string) (*server, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "LISTEN_ADDR="+addr, "METRICS_ADDR="+metrics, "LOG_LEVEL=warn", "DB_MAX_CONNS=8")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+serveDSN(bin, dsn), "LISTEN_ADDR="+addr, "METRICS_ADDR="+metrics, "LOG_LEVEL=warn", "DB_MAX_CONNS=8")
+	cmd.Env = append(cmd.Env, benchCredentials().serveEnv...)
 	cmd.Env = append(cmd.Env, env...)
 	if os.Getenv("OPLOGBENCH_VERBOSE") != "" {
 		fmt.Println("server metrics and pprof on", metrics)
@@ -329,7 +429,7 @@ func sdkLoad(addr string, clients int, d time.Duration) (loadResult, error) {
 	var all []*oplogclient.Client
 	var conns []*grpc.ClientConn
 	for i := 0; i < clients; i++ {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, benchCredentials().worker)
 		if err != nil {
 			return loadResult{}, err
 		}
@@ -415,7 +515,7 @@ func sdkLoad(addr string, clients int, d time.Duration) (loadResult, error) {
 func concurrentStreams(addr string, n int, d time.Duration) (float64, error) {
 	var conns []*grpc.ClientConn
 	for i := 0; i < 50; i++ {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, benchCredentials().worker)
 		if err != nil {
 			return 0, err
 		}
@@ -423,7 +523,10 @@ func concurrentStreams(addr string, n int, d time.Duration) (float64, error) {
 		conns = append(conns, conn)
 	}
 	var rows atomic.Int64
-	var firstErr atomic.Value
+	// The first error; errors of different types may come (an atomic.Value
+	// panics on those).
+	var firstErr error
+	var errOnce sync.Once
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -455,7 +558,7 @@ func concurrentStreams(addr string, n int, d time.Duration) (float64, error) {
 				}
 				cancel()
 				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
+					errOnce.Do(func() { firstErr = err })
 					time.Sleep(100 * time.Millisecond) // back off like the SDK
 					continue
 				}
@@ -464,7 +567,7 @@ func concurrentStreams(addr string, n int, d time.Duration) (float64, error) {
 		}()
 	}
 	wg.Wait()
-	if err, ok := firstErr.Load().(error); ok {
+	if err := firstErr; err != nil {
 		fmt.Printf("                             (some streams were told to back off: %v)\n", err)
 	}
 	return float64(rows.Load()) / time.Since(start).Seconds(), nil

@@ -125,7 +125,7 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(serverBin, dsn, "PROFILE_ADDR="+profileAddr, "LOG_LEVEL=error") // the relay warns of every failed delivery
+	srv, err := startServer(serverBin, dsn, append(benchCredentials().relayEnv, "PROFILE_ADDR="+profileAddr, "LOG_LEVEL=error")...) // the relay warns of every failed delivery
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,9 @@ import (
 
 // encodePayload writes an encoded google.protobuf.Struct as JSON for a
 // jsonb column, replacing the values of sensitive keys (recursively,
-// through objects and arrays) with redact.Placeholder. It refuses what
+// through objects and arrays) with redact.Placeholder, and so the secrets
+// that the value rules find in strings and in keys' own text (see package
+// redact; what the SDK already redacted is left as it is). It refuses what
 // jsonb cannot store (text that is not UTF-8 or holds NUL, NaN and
 // infinities), payloads deeper than MaxPayloadDepth or larger than
 // MaxPayloadBytes, and malformed encodings; the reason is "" on success.
@@ -75,10 +77,10 @@ func (e *payloadEncoder) object(b []byte, depth int) {
 			e.buf = append(e.buf, ',')
 		}
 		first = false
-		e.str(key)
+		e.text(key)
 		e.buf = append(e.buf, ':')
 		if e.keys.SensitiveBytes(key) {
-			e.str([]byte(redact.Placeholder))
+			e.quote([]byte(redact.Placeholder))
 			return
 		}
 		e.value(value, depth)
@@ -184,7 +186,7 @@ func (e *payloadEncoder) value(b []byte, depth int) {
 		}
 		e.buf = strconv.AppendFloat(e.buf, f, 'g', -1, 64)
 	case 3:
-		e.str(raw)
+		e.text(raw)
 	case 4:
 		e.buf = strconv.AppendBool(e.buf, num != 0)
 	case 5:
@@ -215,9 +217,10 @@ func (e *payloadEncoder) list(b []byte, depth int) {
 
 const hexDigits = "0123456789abcdef"
 
-// str appends s as a JSON string. It refuses text that is not UTF-8 and
-// NUL, which jsonb cannot store even escaped.
-func (e *payloadEncoder) str(s []byte) {
+// text appends s, a key or a string value, as a JSON string with the
+// secrets the value rules find in it redacted. It refuses text that is not
+// UTF-8 and NUL, which jsonb cannot store even escaped.
+func (e *payloadEncoder) text(s []byte) {
 	if !utf8.Valid(s) {
 		e.fail("contains text that is not valid UTF-8")
 		return
@@ -226,6 +229,11 @@ func (e *payloadEncoder) str(s []byte) {
 		e.fail(`contains a NUL character (\u0000), which Postgres jsonb cannot store`)
 		return
 	}
+	e.quote(e.keys.RedactBytes(s))
+}
+
+// quote appends s, valid UTF-8 without NUL, as a JSON string.
+func (e *payloadEncoder) quote(s []byte) {
 	e.buf = append(e.buf, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {

@@ -25,8 +25,11 @@ func (s *Server) ListLoginDeadLetters(ctx context.Context, req *oplogv1.ListLogi
 	pageSize := validate.PageSize(&v, "page_size", req.GetPageSize())
 	var after uuid.UUID // the nil UUID sorts first
 	if tok := req.GetPageToken(); tok != "" {
-		raw, err := pagetoken.Decode(tok, &oplogv1.ListLoginDeadLettersRequest{})
-		if err != nil || len(raw) != len(after) {
+		// The MAC proves the server made the token; the cursor must
+		// still be an event id, and never the nil UUID the first page
+		// starts after.
+		raw, err := s.tokens.Decode(tok, &oplogv1.ListLoginDeadLettersRequest{})
+		if err != nil || len(raw) != len(after) || uuid.UUID(raw) == uuid.Nil {
 			v.Add("page_token", pagetoken.ErrInvalid.Error())
 		} else {
 			copy(after[:], raw)
@@ -43,7 +46,7 @@ func (s *Server) ListLoginDeadLetters(ctx context.Context, req *oplogv1.ListLogi
 	if len(letters) > pageSize {
 		letters = letters[:pageSize]
 		last := letters[len(letters)-1].EventID
-		if resp.NextPageToken, err = pagetoken.Encode(&oplogv1.ListLoginDeadLettersRequest{}, last[:]); err != nil {
+		if resp.NextPageToken, err = s.tokens.Encode(&oplogv1.ListLoginDeadLettersRequest{}, last[:]); err != nil {
 			return nil, err
 		}
 	}

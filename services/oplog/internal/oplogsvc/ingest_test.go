@@ -34,7 +34,13 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m, migrations.OpLog) }
 
-func testConfig() oplogsvc.Config { return oplogsvc.DefaultConfig() }
+// testConfig signs page tokens with apptest's key, so tests can sign
+// tokens too.
+func testConfig() oplogsvc.Config {
+	cfg := oplogsvc.DefaultConfig()
+	cfg.PageTokens = apptest.PageTokens()
+	return cfg
+}
 
 // serve starts OpLogService on pool with cfg and the clock now.
 func serve(t *testing.T, pool *pgxpool.Pool, cfg oplogsvc.Config, now func() time.Time) oplogv1.OpLogServiceClient {

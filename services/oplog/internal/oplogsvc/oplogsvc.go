@@ -20,13 +20,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/ingest"
 	"github.com/platforma/platforma/services/oplog/internal/relay"
@@ -63,9 +63,17 @@ type Config struct {
 	ProfileAddr        string
 	LoginRelayBatch    int
 	LoginRelayInterval time.Duration
+	// ProfileTLS: how the relay authenticates to ProfileService
+	// (profiletls.go).
+	ProfileTLS ProfileTLS
 
 	MetricsMaxErrorTypes int
 	MetricsMaxProxies    int
+
+	// PageTokens signs and checks the page tokens of ListOperationLogs and
+	// ListLoginDeadLetters. Not a flag: app passes the ring of
+	// -page-token-keys. nil: a random key of this Server.
+	PageTokens *pagetoken.Keyring
 }
 
 // DefaultConfig is the configuration the flags default to.
@@ -105,6 +113,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.LoginRelayBatch, "login-relay-batch", d.LoginRelayBatch, "login outcomes per call to ProfileService (1-1000)")
 	fs.DurationVar(&c.LoginRelayInterval, "login-relay-interval", d.LoginRelayInterval,
 		"how often the relay looks for new login outcomes when it has caught up")
+	c.ProfileTLS.registerFlags(fs)
 	fs.IntVar(&c.MetricsMaxErrorTypes, "metrics-max-error-types", d.MetricsMaxErrorTypes,
 		"distinct error_type label values in metrics; later ones are counted as \"other\"")
 	fs.IntVar(&c.MetricsMaxProxies, "metrics-max-proxies", d.MetricsMaxProxies,
@@ -130,6 +139,7 @@ func (c *Config) Validate() error {
 		check(err == nil || strings.Contains(c.ProfileAddr, ":///"),
 			"PROFILE_ADDR (-profile-addr) must be host:port or a gRPC target such as dns:///profile:50051")
 	}
+	errs = append(errs, c.ProfileTLS.validate(c.ProfileAddr)...)
 	check(c.LoginRelayBatch >= 1 && c.LoginRelayBatch <= 1000, "LOGIN_RELAY_BATCH (-login-relay-batch) must be between 1 and 1000")
 	check(c.LoginRelayInterval >= time.Millisecond && c.LoginRelayInterval <= time.Minute,
 		"LOGIN_RELAY_INTERVAL (-login-relay-interval) must be between 1ms and 1m")
@@ -150,6 +160,7 @@ type Server struct {
 	slotWait time.Duration
 	now      func() time.Time
 	log      *slog.Logger
+	tokens   *pagetoken.Keyring
 }
 
 // Register plugs the service, its group-commit writer, its partition
@@ -172,15 +183,18 @@ func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
 // RegisterRelay adds the login relay to ProfileService at cfg.ProfileAddr
 // to the server's background tasks, and its metrics.
 func (s *Server) RegisterRelay(r server.Registrar, cfg Config) error {
-	conn, err := grpc.NewClient(cfg.ProfileAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds, err := cfg.ProfileTLS.dialOptions(r.Logger)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(cfg.ProfileAddr, append(creds,
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
 		// Reconnect within seconds once ProfileService is back, not
 		// after gRPC's default of up to two minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
 			MinConnectTimeout: 5 * time.Second,
-		}))
+		}))...)
 	if err != nil {
 		return fmt.Errorf("PROFILE_ADDR: %w", err)
 	}
@@ -255,6 +269,10 @@ func New(pool *pgxpool.Pool, cfg Config, log *slog.Logger, now func() time.Time)
 		slotWait: wait,
 		now:      now,
 		log:      log,
+		tokens:   cfg.PageTokens,
+	}
+	if s.tokens == nil {
+		s.tokens = pagetoken.NewRandomKeyring()
 	}
 	return s
 }

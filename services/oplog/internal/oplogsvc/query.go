@@ -46,7 +46,7 @@ func (s *Server) ListOperationLogs(ctx context.Context, req *oplogv1.ListOperati
 		rows = rows[:pageSize]
 		last := rows[len(rows)-1]
 		c := listCursor{since: f.Since, until: f.Until, time: last.CreateTime, id: last.ID}
-		if resp.NextPageToken, err = pagetoken.Encode(listFilter(req), c.encode()); err != nil {
+		if resp.NextPageToken, err = s.tokens.Encode(listFilter(req), c.encode()); err != nil {
 			return nil, err
 		}
 	}
@@ -83,9 +83,8 @@ func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilt
 	if tok := req.GetPageToken(); tok != "" {
 		// The window and the position both come from the first page, so
 		// a default window does not slide between pages.
-		raw, err := pagetoken.Decode(tok, listFilter(req))
-		c, ok := decodeListCursor(raw)
-		if err != nil || !ok {
+		c, ok := s.listToken(req, tok)
+		if !ok {
 			v.Add("page_token", pagetoken.ErrInvalid.Error())
 		}
 		f.Since, f.Until, f.BeforeTime, f.BeforeID = c.since, c.until, c.time, c.id
@@ -102,6 +101,41 @@ func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilt
 	}
 	checkWindow(&v, f.Since, f.Until, listMaxRange)
 	return f, v.Err()
+}
+
+// listToken reads a page token of ListOperationLogs. The MAC proves the
+// server made it for this filter; its window is checked again as the first
+// page checked the request's all the same: since before until, at most
+// listMaxRange long, ending no later than the newest possible row; since
+// as the request gives it (else until minus the default range), until no
+// later than the request's. The position lies in the window.
+func (s *Server) listToken(req *oplogv1.ListOperationLogsRequest, token string) (listCursor, bool) {
+	raw, err := s.tokens.Decode(token, listFilter(req))
+	if err != nil {
+		return listCursor{}, false
+	}
+	c, ok := decodeListCursor(raw)
+	switch {
+	case !ok,
+		!c.since.Before(c.until),
+		c.until.Sub(c.since) > listMaxRange,
+		c.until.After(s.latestRow()),
+		c.time.Before(c.since) || c.time.After(c.until):
+		return listCursor{}, false
+	}
+	// The token holds microseconds, as the database does.
+	if since := req.GetSince(); since != nil {
+		ok = c.since.UnixMicro() == since.AsTime().UnixMicro()
+	} else {
+		ok = c.until.Sub(c.since) == listDefaultRange
+	}
+	if until := req.GetUntil(); until != nil && c.until.After(until.AsTime()) {
+		ok = false
+	}
+	if !ok {
+		return listCursor{}, false
+	}
+	return c, true
 }
 
 // latestRow is the newest create_time Ingest accepts now: windows end
@@ -147,6 +181,7 @@ func (c listCursor) encode() []byte {
 	return append(b, c.id[:]...)
 }
 
+// decodeListCursor reads what encode wrote; listToken checks it.
 func decodeListCursor(b []byte) (listCursor, bool) {
 	var c listCursor
 	if len(b) != 3*8+16 {
@@ -155,7 +190,7 @@ func decodeListCursor(b []byte) (listCursor, bool) {
 	at := func(i int) time.Time { return time.UnixMicro(int64(binary.BigEndian.Uint64(b[i*8:]))).UTC() }
 	c.since, c.until, c.time = at(0), at(1), at(2)
 	copy(c.id[:], b[24:])
-	return c, c.since.Before(c.until)
+	return c, true
 }
 
 func logProto(l *store.LogRow) *oplogv1.OperationLog {

@@ -18,9 +18,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -390,7 +388,7 @@ func TestWithoutProfileAddrNothingIsForwarded(t *testing.T) {
 func TestTraceFromWorkerThroughIngestAndRelayIntoProfiles(t *testing.T) {
 	prof := startProfile(t)
 	op := startOpLog(t, prof.Addr)
-	conn, err := oplogclient.Dial(op.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := oplogclient.Dial(op.Addr, op.DialOptions()...)
 	require.NoError(t, err)
 	defer conn.Close()
 	client, err := oplogclient.New(conn, oplogclient.WithFlushInterval(10*time.Millisecond))

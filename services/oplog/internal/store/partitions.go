@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -69,9 +69,12 @@ func monthStart(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
-// ensure creates the partition of the month starting at start. Replicas
-// serialise on an advisory lock; CREATE ... PARTITION OF briefly locks the
-// parent, so a lock_timeout keeps it from queueing behind long writes.
+// ensure creates the partition of the month starting at start, through
+// oplog.create_operation_logs_partition (migration 0006): the runtime role
+// may not create tables, the function (its owner's) creates exactly this
+// partition. It serialises replicas on an advisory lock and bounds its
+// wait for the parent's lock (lock_timeout), so it never queues behind
+// long writes.
 func (p *Partitions) ensure(ctx context.Context, start time.Time) error {
 	k := monthKey(start)
 	p.mu.Lock()
@@ -80,22 +83,9 @@ func (p *Partitions) ensure(ctx context.Context, start time.Time) error {
 	if done {
 		return nil
 	}
-	end := start.AddDate(0, 1, 0)
-	name := pgx.Identifier{"oplog", PartitionName(start)}.Sanitize()
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('oplog.operation_logs partitions'))`); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, fmt.Sprintf(
-			`CREATE TABLE IF NOT EXISTS %s PARTITION OF oplog.operation_logs FOR VALUES FROM ('%s') TO ('%s')`,
-			name, start.Format(time.RFC3339), end.Format(time.RFC3339)))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("create partition %s: %w", name, err)
+	month := pgtype.Date{Time: time.Date(start.Year(), start.Month(), 1, 0, 0, 0, 0, time.UTC), Valid: true}
+	if _, err := p.pool.Exec(ctx, `SELECT oplog.create_operation_logs_partition($1)`, month); err != nil {
+		return fmt.Errorf("create partition oplog.%s: %w", PartitionName(start), err)
 	}
 	p.mu.Lock()
 	p.known[k] = true

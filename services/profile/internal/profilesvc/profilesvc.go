@@ -16,6 +16,7 @@ import (
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/services/kit/apierr"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/profile/internal/domain"
 	"github.com/platforma/platforma/services/profile/internal/store"
@@ -30,6 +31,10 @@ type Config struct {
 	// remembered for MaxEventAge plus a day, so a retry of any event that
 	// is still accepted is recognised as a repeat.
 	MaxEventAge time.Duration
+	// PageTokens signs and checks ListProfiles' page tokens. Not a flag:
+	// app passes the ring of -page-token-keys. nil: a random key of this
+	// Server.
+	PageTokens *pagetoken.Keyring
 }
 
 // RegisterFlags adds -refresh-after-failures and -max-event-age.
@@ -71,6 +76,9 @@ type Server struct {
 
 // New returns a Server on st.
 func New(st *store.Store, cfg Config) *Server {
+	if cfg.PageTokens == nil {
+		cfg.PageTokens = pagetoken.NewRandomKeyring()
+	}
 	return &Server{store: st, cfg: cfg, now: time.Now, logins: newLoginsCounter()}
 }
 
@@ -235,7 +243,7 @@ func (s *Server) GetProfile(ctx context.Context, req *profilev1.GetProfileReques
 
 // ListProfiles pages through profiles, lowest score first.
 func (s *Server) ListProfiles(ctx context.Context, req *profilev1.ListProfilesRequest) (*profilev1.ListProfilesResponse, error) {
-	q, err := parseList(req)
+	q, err := s.parseList(req)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +262,7 @@ func (s *Server) ListProfiles(ctx context.Context, req *profilev1.ListProfilesRe
 	if len(rows) > q.pageSize {
 		rows = rows[:q.pageSize]
 		last := rows[len(rows)-1]
-		if resp.NextPageToken, err = encodeCursor(req, cursor{hundredths: last.ScoreHundredths, id: last.ID}); err != nil {
+		if resp.NextPageToken, err = s.encodeCursor(req, cursor{hundredths: last.ScoreHundredths, id: last.ID}); err != nil {
 			return nil, err
 		}
 	}

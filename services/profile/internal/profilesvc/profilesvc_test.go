@@ -2,6 +2,7 @@ package profilesvc_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/profile/internal/profilesvc"
@@ -28,7 +30,9 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m, migrations.Profile) }
 
-var testConfig = profilesvc.Config{RefreshAfterFailures: 3, MaxEventAge: 35 * 24 * time.Hour}
+// testConfig signs page tokens with apptest's key, so tests can sign
+// tokens too.
+var testConfig = profilesvc.Config{RefreshAfterFailures: 3, MaxEventAge: 35 * 24 * time.Hour, PageTokens: apptest.PageTokens()}
 
 func newClient(t *testing.T) (profilev1.ProfileServiceClient, *pgxpool.Pool) {
 	t.Helper()
@@ -566,6 +570,60 @@ func TestListProfilesRefusesMisusedTokens(t *testing.T) {
 	} {
 		_, err := client.ListProfiles(context.Background(), tc.req)
 		assert.Equal(t, []string{tc.field}, apptest.ViolatedFields(t, err), name)
+	}
+}
+
+// profileCursor is ListProfiles' cursor: score in hundredths, then id.
+func profileCursor(hundredths int64, id uuid.UUID) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(hundredths)), id[:]...)
+}
+
+// TestListProfilesRefusesForgedTokens: a token for grade=STABLE minted
+// with a cursor below the grade used to list profiles of other grades.
+// Now a token must carry the server's MAC, and even a signed token's
+// cursor must lie in the request's score range.
+func TestListProfilesRefusesForgedTokens(t *testing.T) {
+	t.Parallel()
+	client, _ := newClient(t)
+	seedScores(t, client, commonv1.AuthType_AUTH_TYPE_NORMAL, 10, 20, 60, 85, 90)
+	stable := &profilev1.ListProfilesRequest{Grade: profilev1.StabilityGrade_STABILITY_GRADE_STABLE}
+	upTo50 := &profilev1.ListProfilesRequest{MaxScore: proto.Float64(50)}
+	all := &profilev1.ListProfilesRequest{}
+	sign := func(keys *pagetoken.Keyring, filter *profilev1.ListProfilesRequest, hundredths int64) string {
+		token, err := keys.Encode(filter, profileCursor(hundredths, uuid.Max))
+		require.NoError(t, err)
+		return token
+	}
+	withToken := func(filter *profilev1.ListProfilesRequest, token string) *profilev1.ListProfilesRequest {
+		req := proto.Clone(filter).(*profilev1.ListProfilesRequest)
+		req.PageSize, req.PageToken = 10, token
+		return req
+	}
+
+	// Controls: signed with the server's key, inside the range.
+	resp, err := client.ListProfiles(context.Background(), withToken(stable, sign(apptest.PageTokens(), stable, 8500)))
+	require.NoError(t, err)
+	require.Len(t, resp.GetProfiles(), 1)
+	assert.Equal(t, 90.0, resp.GetProfiles()[0].GetSessionStabilityScore())
+	resp, err = client.ListProfiles(context.Background(), withToken(upTo50, sign(apptest.PageTokens(), upTo50, 5000)))
+	require.NoError(t, err)
+	assert.Empty(t, resp.GetProfiles())
+
+	sameKidOtherSecret, err := pagetoken.NewKeyring(pagetoken.Key{ID: "apptest", Secret: []byte(strings.Repeat("s", 32))})
+	require.NoError(t, err)
+	for name, req := range map[string]*profilev1.ListProfilesRequest{
+		"unkeyed token (the issue's)": withToken(stable, apptest.UnkeyedPageToken(stable, profileCursor(-1, uuid.Nil))),
+		"unkeyed token, in range":     withToken(stable, apptest.UnkeyedPageToken(stable, profileCursor(8500, uuid.Nil))),
+		"another key, same kid":       withToken(stable, sign(sameKidOtherSecret, stable, 8500)),
+		"another process's key":       withToken(stable, sign(pagetoken.NewRandomKeyring(), stable, 8500)),
+		"signed, below the grade":     withToken(stable, sign(apptest.PageTokens(), stable, 0)),
+		"signed, just below":          withToken(stable, sign(apptest.PageTokens(), stable, 7999)),
+		"signed, above max_score":     withToken(upTo50, sign(apptest.PageTokens(), upTo50, 5001)),
+		"signed, above 100":           withToken(all, sign(apptest.PageTokens(), all, 10001)),
+		"signed, negative":            withToken(all, sign(apptest.PageTokens(), all, -1)),
+	} {
+		_, err := client.ListProfiles(context.Background(), req)
+		apptest.RefusedPageToken(t, err, name)
 	}
 }
 

@@ -82,7 +82,7 @@ type listQuery struct {
 // parseList turns the filter into one (score, id) range on the index: the
 // grade and max_score narrow the score range, the page token moves its
 // start.
-func parseList(req *profilev1.ListProfilesRequest) (listQuery, error) {
+func (s *Server) parseList(req *profilev1.ListProfilesRequest) (listQuery, error) {
 	var v apierr.Violations
 	q := listQuery{pageSize: validate.PageSize(&v, "page_size", req.GetPageSize())}
 	validate.Enum(&v, "grade", req.GetGrade(), false)
@@ -103,7 +103,14 @@ func parseList(req *profilev1.ListProfilesRequest) (listQuery, error) {
 	q.after = cursor{hundredths: low - 1, id: uuid.Max}
 	q.belowHundredths = high
 	if tok := req.GetPageToken(); tok != "" {
-		c, err := decodeCursor(req, tok)
+		c, err := s.decodeCursor(req, tok)
+		// Every page checks the cursor against this request's range again:
+		// a token says where the previous page ended, never which scores
+		// the request may see. A cursor below the range would start the
+		// page in a lower grade.
+		if err == nil && (c.hundredths < low || c.hundredths >= high) {
+			err = pagetoken.ErrInvalid
+		}
 		if err != nil {
 			v.Add("page_token", err.Error())
 		} else {
@@ -130,14 +137,15 @@ func listFilter(req *profilev1.ListProfilesRequest) proto.Message {
 	return f
 }
 
-func encodeCursor(req *profilev1.ListProfilesRequest, c cursor) (string, error) {
+func (s *Server) encodeCursor(req *profilev1.ListProfilesRequest, c cursor) (string, error) {
 	buf := binary.BigEndian.AppendUint64(nil, uint64(c.hundredths))
 	buf = append(buf, c.id[:]...)
-	return pagetoken.Encode(listFilter(req), buf)
+	return s.cfg.PageTokens.Encode(listFilter(req), buf)
 }
 
-func decodeCursor(req *profilev1.ListProfilesRequest, token string) (cursor, error) {
-	raw, err := pagetoken.Decode(token, listFilter(req))
+// decodeCursor checks the token's MAC and reads its cursor.
+func (s *Server) decodeCursor(req *profilev1.ListProfilesRequest, token string) (cursor, error) {
+	raw, err := s.cfg.PageTokens.Decode(token, listFilter(req))
 	if err != nil {
 		return cursor{}, err
 	}

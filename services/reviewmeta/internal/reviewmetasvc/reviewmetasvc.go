@@ -16,6 +16,7 @@ import (
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/metrics"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/reviewmeta/internal/domain"
 	"github.com/platforma/platforma/services/reviewmeta/internal/store"
@@ -33,18 +34,24 @@ const (
 type Server struct {
 	reviewmetav1.UnimplementedReviewMetadataServiceServer
 	store    *store.Store
+	tokens   *pagetoken.Keyring
 	now      func() time.Time
 	attempts *prometheus.CounterVec
 }
 
-// New returns a Server on st.
-func New(st *store.Store) *Server {
-	return &Server{store: st, now: time.Now, attempts: newAttemptsCounter()}
+// New returns a Server on st whose page tokens tokens signs and checks
+// (nil: a random key of this Server).
+func New(st *store.Store, tokens *pagetoken.Keyring) *Server {
+	if tokens == nil {
+		tokens = pagetoken.NewRandomKeyring()
+	}
+	return &Server{store: st, tokens: tokens, now: time.Now, attempts: newAttemptsCounter()}
 }
 
-// Register plugs the service into a platforma server.
-func Register(r server.Registrar, pool *pgxpool.Pool) error {
-	s := New(store.New(pool))
+// Register plugs the service into a platforma server; tokens is the key
+// ring of the page tokens (app's -page-token-keys).
+func Register(r server.Registrar, pool *pgxpool.Pool, tokens *pagetoken.Keyring) error {
+	s := New(store.New(pool), tokens)
 	reviewmetav1.RegisterReviewMetadataServiceServer(r.GRPC, s)
 	return r.Metrics.Register(s.attempts)
 }
@@ -144,7 +151,7 @@ func (s *Server) GetReviewMetadata(ctx context.Context, req *reviewmetav1.GetRev
 
 // ListReviewMetadata lists one shop's reviews, newest first.
 func (s *Server) ListReviewMetadata(ctx context.Context, req *reviewmetav1.ListReviewMetadataRequest) (*reviewmetav1.ListReviewMetadataResponse, error) {
-	q, err := parseList(req)
+	q, err := s.parseList(req)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +165,7 @@ func (s *Server) ListReviewMetadata(ctx context.Context, req *reviewmetav1.ListR
 	if len(rows) > pageSize {
 		rows = rows[:pageSize]
 		last := rows[len(rows)-1]
-		if resp.NextPageToken, err = encodeCursor(req, last.CreateTime, last.ReviewID); err != nil {
+		if resp.NextPageToken, err = s.encodeCursor(req, last.CreateTime, last.ReviewID); err != nil {
 			return nil, err
 		}
 	}

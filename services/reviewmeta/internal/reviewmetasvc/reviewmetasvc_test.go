@@ -2,7 +2,9 @@ package reviewmetasvc_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/reviewmeta/internal/reviewmetasvc"
@@ -30,7 +33,7 @@ func TestMain(m *testing.M) { pgtest.Main(m, migrations.ReviewMeta) }
 func newClient(t *testing.T) (reviewmetav1.ReviewMetadataServiceClient, *pgxpool.Pool) {
 	t.Helper()
 	pool := pgtest.NewPool(t)
-	conn := apptest.Serve(t, pool, func(r server.Registrar) error { return reviewmetasvc.Register(r, pool) })
+	conn := apptest.Serve(t, pool, func(r server.Registrar) error { return reviewmetasvc.Register(r, pool, apptest.PageTokens()) })
 	return reviewmetav1.NewReviewMetadataServiceClient(conn), pool
 }
 
@@ -463,6 +466,55 @@ func TestListingByStateAcrossPages(t *testing.T) {
 		ShopId: otherShop.String(), PageToken: first.GetNextPageToken(),
 	})
 	assert.Equal(t, []string{"page_token"}, apptest.ViolatedFields(t, err))
+}
+
+// reviewCursor is ListReviewMetadata's cursor: create_time in Unix
+// microseconds, then review_id.
+func reviewCursor(micros int64, id uuid.UUID) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(micros)), id[:]...)
+}
+
+// TestListReviewMetadataRefusesForgedTokens: only the server's key makes
+// tokens, and a signed token's position must be a create_time a row can
+// have.
+func TestListReviewMetadataRefusesForgedTokens(t *testing.T) {
+	t.Parallel()
+	client, _ := newClient(t)
+	shop := uuid.New()
+	for range 3 {
+		upsert(t, client, review(shop, base))
+	}
+	filter := &reviewmetav1.ListReviewMetadataRequest{ShopId: shop.String()}
+	sign := func(keys *pagetoken.Keyring, at int64) string {
+		token, err := keys.Encode(filter, reviewCursor(at, uuid.Max))
+		require.NoError(t, err)
+		return token
+	}
+	list := func(token string) (*reviewmetav1.ListReviewMetadataResponse, error) {
+		return client.ListReviewMetadata(context.Background(), &reviewmetav1.ListReviewMetadataRequest{ShopId: shop.String(), PageSize: 1, PageToken: token})
+	}
+
+	// Control: signed with the server's key, a position after the newest row.
+	resp, err := list(sign(apptest.PageTokens(), time.Now().Add(time.Minute).UnixMicro()))
+	require.NoError(t, err)
+	assert.Len(t, resp.GetReviewMetadata(), 1)
+	// A real token, one byte changed.
+	tampered := []byte(resp.GetNextPageToken())
+	tampered[len(tampered)/3] ^= 4
+
+	now := time.Now().UnixMicro()
+	for name, token := range map[string]string{
+		"unkeyed token":           apptest.UnkeyedPageToken(filter, reviewCursor(now, uuid.Max)),
+		"another process's key":   sign(pagetoken.NewRandomKeyring(), now),
+		"tampered":                string(tampered),
+		"signed, before 1970":     sign(apptest.PageTokens(), -1),
+		"signed, zero time":       sign(apptest.PageTokens(), time.Time{}.UnixMicro()),
+		"signed, years ahead":     sign(apptest.PageTokens(), time.Now().AddDate(5, 0, 0).UnixMicro()),
+		"signed, far beyond 9999": sign(apptest.PageTokens(), math.MaxInt64),
+	} {
+		_, err := list(token)
+		apptest.RefusedPageToken(t, err, name)
+	}
 }
 
 func TestReplyStats(t *testing.T) {

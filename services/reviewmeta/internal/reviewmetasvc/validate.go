@@ -78,7 +78,7 @@ func (s *Server) validateAttempt(req *reviewmetav1.RecordReplyAttemptRequest) (s
 
 // parseList validates the filter and turns the page token into the keyset
 // position.
-func parseList(req *reviewmetav1.ListReviewMetadataRequest) (store.ListQuery, error) {
+func (s *Server) parseList(req *reviewmetav1.ListReviewMetadataRequest) (store.ListQuery, error) {
 	var v apierr.Violations
 	q := store.ListQuery{Limit: validate.PageSize(&v, "page_size", req.GetPageSize())}
 	switch {
@@ -100,7 +100,7 @@ func parseList(req *reviewmetav1.ListReviewMetadataRequest) (store.ListQuery, er
 		q.State = req.GetReplyState()
 	}
 	if tok := req.GetPageToken(); tok != "" {
-		at, id, err := decodeCursor(req, tok)
+		at, id, err := s.decodeCursor(req, tok)
 		if err != nil {
 			v.Add("page_token", err.Error())
 		}
@@ -116,21 +116,34 @@ func listFilter(req *reviewmetav1.ListReviewMetadataRequest) proto.Message {
 	return f
 }
 
-func encodeCursor(req *reviewmetav1.ListReviewMetadataRequest, createTime time.Time, id uuid.UUID) (string, error) {
+func (s *Server) encodeCursor(req *reviewmetav1.ListReviewMetadataRequest, createTime time.Time, id uuid.UUID) (string, error) {
 	buf := binary.BigEndian.AppendUint64(nil, uint64(createTime.UnixMicro()))
 	buf = append(buf, id[:]...)
-	return pagetoken.Encode(listFilter(req), buf)
+	return s.tokens.Encode(listFilter(req), buf)
 }
 
-func decodeCursor(req *reviewmetav1.ListReviewMetadataRequest, token string) (time.Time, uuid.UUID, error) {
-	raw, err := pagetoken.Decode(token, listFilter(req))
+// cursorClockSlack is how far past the server's clock a cursor's
+// create_time may be: create_time is the database's clock.
+const cursorClockSlack = 24 * time.Hour
+
+// decodeCursor checks the token's MAC and reads its cursor, which must be
+// a create_time a row can have: from 1970 to the server's clock (plus
+// cursorClockSlack). The filter needs no check: the MAC binds the token
+// to it, and the position only narrows what the filter selects.
+func (s *Server) decodeCursor(req *reviewmetav1.ListReviewMetadataRequest, token string) (time.Time, uuid.UUID, error) {
+	raw, err := s.tokens.Decode(token, listFilter(req))
 	if err != nil {
 		return time.Time{}, uuid.Nil, err
 	}
 	if len(raw) != 8+16 {
 		return time.Time{}, uuid.Nil, pagetoken.ErrInvalid
 	}
+	micros := int64(binary.BigEndian.Uint64(raw))
+	at := time.UnixMicro(micros).UTC()
+	if micros <= 0 || at.After(s.now().Add(cursorClockSlack)) {
+		return time.Time{}, uuid.Nil, pagetoken.ErrInvalid
+	}
 	var id uuid.UUID
 	copy(id[:], raw[8:])
-	return time.UnixMicro(int64(binary.BigEndian.Uint64(raw))).UTC(), id, nil
+	return at, id, nil
 }

@@ -1,0 +1,71 @@
+//go:build faults
+
+package faults
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/platforma/platforma/services/kit/auth/devpki"
+)
+
+// The services run as in production: TLS, workers with client
+// certificates, the relay over mutual TLS. One set of credentials serves
+// the whole suite (the scenarios run one after another).
+var (
+	pkiOnce  sync.Once
+	pkiFiles *devpki.Files
+	pkiErr   error
+)
+
+func suitePKI(t *testing.T) *devpki.Files {
+	t.Helper()
+	pkiOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "faults-pki-")
+		if err != nil {
+			pkiErr = err
+			return
+		}
+		pkiFiles, pkiErr = devpki.Generate(dir)
+	})
+	if pkiErr != nil {
+		t.Fatalf("test credentials: %v", pkiErr)
+	}
+	return pkiFiles
+}
+
+// serveEnv is what every `serve` needs for TLS and authentication.
+func serveEnv(t *testing.T) []string { return devpki.AsEnv(suitePKI(t).ServeFlags()) }
+
+// relayEnv is what oplog needs to call ProfileService over mutual TLS.
+func relayEnv(t *testing.T) []string { return devpki.AsEnv(suitePKI(t).RelayFlags()) }
+
+// workerCreds dial a service as the suite's worker (client certificate).
+func workerCreds(t *testing.T) grpc.DialOption {
+	t.Helper()
+	f := suitePKI(t)
+	cert, err := tls.LoadX509KeyPair(f.WorkerCert, f.WorkerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(f.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no CA certificate in " + f.CA)
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		RootCAs:      pool,
+		Certificates: []tls.Certificate{cert},
+		ServerName:   "localhost",
+	}))
+}
