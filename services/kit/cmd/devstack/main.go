@@ -66,7 +66,7 @@ type service struct {
 // ports are the gRPC and metrics ports of profile, reviewmeta and oplog.
 type ports struct{ grpc, metrics [3]int }
 
-// defaultPorts are the ones DESIGN.md and the README give.
+// defaultPorts are the documented ones (README, "Running a service").
 var defaultPorts = ports{grpc: [3]int{50051, 50052, 50053}, metrics: [3]int{9451, 9452, 9453}}
 
 // defaultPGPort is the local cluster's port.
