@@ -3,16 +3,14 @@
 package faults
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"os"
 	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/platforma/platforma/services/kit/auth/devpki"
+	"github.com/platforma/platforma/services/oplog/oplogclient"
 )
 
 // The services run as in production: TLS, workers with client
@@ -50,22 +48,9 @@ func relayEnv(t *testing.T) []string { return devpki.AsEnv(suitePKI(t).RelayFlag
 func workerCreds(t *testing.T) grpc.DialOption {
 	t.Helper()
 	f := suitePKI(t)
-	cert, err := tls.LoadX509KeyPair(f.WorkerCert, f.WorkerKey)
+	creds, err := oplogclient.TLSFromFiles(f.CA, f.WorkerCert, f.WorkerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(f.CA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatal("no CA certificate in " + f.CA)
-	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{cert},
-		ServerName:   "localhost",
-	}))
+	return creds
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/platforma/platforma/services/kit/auth/devpki"
 	"github.com/platforma/platforma/services/kit/pagetoken"
+	"github.com/platforma/platforma/services/kit/tlsfiles"
 )
 
 // The local stack runs as production does: TLS, workers with client
@@ -66,21 +65,11 @@ func (c *stackCredentials) serviceEnv(s service) []string {
 
 // workerDialOption dials the stack as its worker (client certificate).
 func (c *stackCredentials) workerDialOption() (grpc.DialOption, error) {
-	cert, err := tls.LoadX509KeyPair(c.pki.WorkerCert, c.pki.WorkerKey)
+	cfg, err := tlsfiles.ClientConfig(c.pki.CA, c.pki.WorkerCert, c.pki.WorkerKey, nil)
 	if err != nil {
 		return nil, err
 	}
-	caPEM, err := os.ReadFile(c.pki.CA)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("no certificate in %s", c.pki.CA)
-	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost",
-	})), nil
+	return grpc.WithTransportCredentials(credentials.NewTLS(cfg)), nil
 }
 
 // shellFunctions are grpcurl wrappers for the banner and the README: w as
