@@ -134,7 +134,7 @@ bench-oplog: build ## OpLog write path end to end: raw COPY vs SDK to server to 
 	bin/oplogbench indexes -duration 10s -rounds 3
 
 .PHONY: bench-queries
-bench-queries: build ## OpLog queries on 10M rows: RPCs against the seed's raw SQL
+bench-queries: build ## OpLog queries on 10M rows: RPCs against raw SQL over the log
 	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
 	bin/oplogbench queries -server bin/oplog
 

@@ -1,7 +1,7 @@
 -- +goose Up
 
--- The append-only operation log (seed §3.2), range-partitioned by month on
--- create_time (seed §6.2). The service creates the monthly partitions
+-- The append-only operation log, range-partitioned by month on
+-- create_time. The service creates the monthly partitions
 -- ahead of time (operation_logs_pYYYYMM, UTC months); there is no default
 -- partition: a row whose month has no partition is refused, never parked.
 --

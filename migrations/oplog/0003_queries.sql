@@ -4,7 +4,7 @@
 -- the partitioned table, so every partition has them. Each costs ingest
 -- throughput; README lists what each one costs.
 
--- A user's logs, newest first (seed §7.4 query 1, "a user's recent
+-- A user's logs, newest first ("a user's recent
 -- failures": the outcome is checked on the rows the index yields).
 CREATE INDEX operation_logs_user_idx
     ON oplog.operation_logs (user_id, create_time DESC);
@@ -23,7 +23,7 @@ CREATE INDEX operation_logs_time_brin
 
 -- Roll-ups, maintained in the transaction that inserts the rows they
 -- count (duplicates are never counted), so statistics never scan the log
--- (seed 002's lesson). Each is the projection of
+-- (a log scan grows with the log; roll-ups do not). Each is the projection of
 -- hour × operation type × outcome × error type × proxy that one query
 -- needs: fewer dimensions, fewer rows to read. The daily twins let a
 -- 30-day window read 30 rows per key instead of 720.

@@ -5,8 +5,8 @@
 -- rewrites nothing.
 ALTER TABLE oplog.operation_logs ADD COLUMN span_id text;
 
--- Login outcomes on their way to ProfileService (a transactional outbox,
--- seeds 001 and 004). A CHECK_LOGIN or VALIDATE_SESSION row with an
+-- Login outcomes on their way to ProfileService (a transactional
+-- outbox). A CHECK_LOGIN or VALIDATE_SESSION row with an
 -- account gets its entry here in the transaction that stores the row, so
 -- a stored login cannot miss its profile, and a resent row (a duplicate)
 -- adds nothing. The relay deletes entries once ProfileService has applied

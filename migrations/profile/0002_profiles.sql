@@ -8,7 +8,7 @@ CREATE TYPE profile.login AS (
     event_id    uuid
 );
 
--- The rules of seed §3.1, as immutable SQL functions: generated columns
+-- The session-stability rules, as immutable SQL functions: generated columns
 -- use them, so score, grade and streak can never disagree with the
 -- counters and the window (last_login_at is the window's first entry). internal/domain has the same rules in Go; a
 -- test checks both give the same answers on the same inputs.

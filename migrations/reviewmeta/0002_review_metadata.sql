@@ -7,7 +7,7 @@ CREATE TABLE reviewmeta.review_types (
     name            text     NOT NULL UNIQUE,
     accepts_replies boolean  NOT NULL
 );
--- Booking (seed TYPE_A) and receipt (TYPE_B) reviews take replies on the
+-- Booking (TYPE_A) and receipt (TYPE_B) reviews take replies on the
 -- platform; delivery/pickup reviews (TYPE_C) are answered through the
 -- delivery partner, not by our reply worker.
 INSERT INTO reviewmeta.review_types (review_type, name, accepts_replies) VALUES

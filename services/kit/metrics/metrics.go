@@ -20,7 +20,7 @@ import (
 const Namespace = "platforma"
 
 // EnumLabel is an enum value's name without its type prefix, the form
-// operators know from the seed's dashboards: OPERATION_TYPE_GET_REVIEWS
+// operators know from their dashboards: OPERATION_TYPE_GET_REVIEWS
 // becomes GET_REVIEWS. Unknown numbers become their decimal text.
 func EnumLabel(v protoreflect.Enum) string {
 	d := v.Descriptor().Values().ByNumber(v.Number())

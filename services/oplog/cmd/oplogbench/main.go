@@ -12,7 +12,7 @@
 //	                    concurrent Ingest streams (peak RSS)
 //	oplogbench indexes  raw COPY rate with each secondary index alone
 //	oplogbench queries  (make bench-queries) 10M rows over 3 months: the query
-//	                    RPCs against the seed's raw SQL for the same answers
+//	                    RPCs against raw SQL for the same answers
 package main
 
 import (

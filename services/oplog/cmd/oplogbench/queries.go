@@ -38,7 +38,7 @@ SELECT gen_random_uuid(),
 	'{"page": 1, "sort": "newest"}'::jsonb
 FROM generate_series($1::bigint, $2::bigint) g`
 
-// The seed's raw SQL (§7.4) for the same answers as the RPCs, over the
+// Raw SQL over the log (what the system this replaces ran) for the same answers as the RPCs, over the
 // raw table.
 const (
 	rawUserFailures = `
@@ -83,8 +83,8 @@ func measure(n int, op func(i int) error) (timing, error) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // runQueries loads rows over 90 days, builds the roll-ups, starts the
-// server and times each operator question through the RPC and through the
-// seed's raw SQL.
+// server and times each operator question through the RPC and through raw
+// SQL over the log.
 func runQueries(serverBin string, rows int) error {
 	ctx := context.Background()
 	adminDSN, stopDB, err := database(ctx)
@@ -143,7 +143,7 @@ func runQueries(serverBin string, rows int) error {
 			question, window, ms(rpc.p50), ms(rpc.p99), ms(raw.p50), ms(raw.p99), float64(raw.p50)/float64(rpc.p50))
 	}
 
-	// §7.4 query 1: a user's recent failures.
+	// Question 1: a user's recent failures.
 	rpc, err := measure(300, func(int) error {
 		_, err := client.ListOperationLogs(ctx, &oplogv1.ListOperationLogsRequest{
 			UserId: user(), Outcome: commonv1.Outcome_OUTCOME_FAILED, PageSize: 50,

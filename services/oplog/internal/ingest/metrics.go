@@ -16,8 +16,8 @@ import (
 // its series exist from the start and it is never folded into "other".
 const AuthRequired = "AUTH_REQUIRED"
 
-// Metrics are the series the seed's dashboard and alerts are drawn from
-// (seed §7), counted from the rows as they are committed: only new rows,
+// Metrics are the series the operators' dashboard and alerts are drawn from,
+// counted from the rows as they are committed: only new rows,
 // so a client's retry never counts twice, and only once they are stored.
 //
 // Every series a rate, a ratio or an alert reads exists, at 0, before the

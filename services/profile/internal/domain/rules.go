@@ -1,4 +1,4 @@
-// Package domain holds the session-stability rules of seed §3.1 as plain
+// Package domain holds the session-stability rules as plain
 // functions. The database applies the same rules (migrations/profile,
 // functions profile.stability_score, stability_grade, leading_failures,
 // merge_logins); store tests check both agree on the same inputs.

@@ -46,7 +46,7 @@ func (s *Server) countLogin(r store.LoginResult) {
 const profilesRefresh = 30 * time.Second
 
 // newProfilesGauge reports the number of profiles per stability grade
-// (the seed's stability distribution panel), every grade always present.
+// (the dashboard's stability distribution panel), every grade always present.
 func newProfilesGauge(st *store.Store, log *slog.Logger) prometheus.Collector {
 	desc := prometheus.NewDesc(metrics.Namespace+"_profiles",
 		"Profiles per stability grade. Read from the database, so every replica reports the same value: aggregate with max.",

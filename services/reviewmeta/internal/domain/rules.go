@@ -1,4 +1,4 @@
-// Package domain holds the review-metadata rules of seed §3.3 as plain
+// Package domain holds the review-metadata rules as plain
 // functions.
 package domain
 
@@ -10,7 +10,7 @@ import (
 // reviews.
 const PickupSource = "PICKUP"
 
-// DeriveReviewType is the seed's determineReviewType: a PICKUP source makes
+// DeriveReviewType is the platform's review type rule: a PICKUP source makes
 // a PICKUP review (TYPE_C), booking detail a BOOKING review (TYPE_A),
 // anything else a RECEIPT review (TYPE_B). The source is compared exactly,
 // as the platform sends it.

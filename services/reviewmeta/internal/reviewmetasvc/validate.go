@@ -22,7 +22,7 @@ func reviewID(v *apierr.Violations, field, s string) (uuid.UUID, bool) {
 
 // validateUpsert checks one review; prefix is its path ("items[3]." or
 // "review_metadata."). Output-only fields are ignored. An unspecified type
-// is derived by the seed's rule.
+// is derived by domain.ReviewType.
 func (s *Server) validateUpsert(v *apierr.Violations, prefix string, in *reviewmetav1.ReviewMetadata) (store.Upsert, bool) {
 	before := len(v.List())
 	var u store.Upsert
