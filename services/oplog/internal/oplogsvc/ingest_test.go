@@ -269,19 +269,25 @@ func TestRowsLandInTheirMonthsPartition(t *testing.T) {
 	assert.Equal(t, "oplog.operation_logs_p202609", partition(inSeptember))
 	assert.Equal(t, "oplog.operation_logs_p202610", partition(koreanMidnight))
 
-	// Maintenance created the window and the month ahead.
-	var parts []string
-	rows, err := pool.Query(context.Background(), `
-		SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = 'oplog.operation_logs'::regclass ORDER BY 1`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var n string
-		require.NoError(t, rows.Scan(&n))
-		parts = append(parts, n)
-	}
-	require.NoError(t, rows.Err())
-	assert.Subset(t, parts, []string{"operation_logs_p202609", "operation_logs_p202610", "operation_logs_p202611", "operation_logs_p202612"})
+	// Maintenance creates the window and the month ahead in the background,
+	// so the month ahead may appear a moment after the rows were acknowledged.
+	want := []string{"operation_logs_p202609", "operation_logs_p202610", "operation_logs_p202611", "operation_logs_p202612"}
+	assert.EventuallyWithT(t, func(c *assert.CollectT) {
+		var parts []string
+		rows, err := pool.Query(context.Background(), `
+			SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+			WHERE i.inhparent = 'oplog.operation_logs'::regclass ORDER BY 1`)
+		if !assert.NoError(c, err) {
+			return
+		}
+		for rows.Next() {
+			var n string
+			assert.NoError(c, rows.Scan(&n))
+			parts = append(parts, n)
+		}
+		assert.NoError(c, rows.Err())
+		assert.Subset(c, parts, want)
+	}, 10*time.Second, 20*time.Millisecond)
 }
 
 func TestStreamLimits(t *testing.T) {
