@@ -1,7 +1,9 @@
 // Package app is the command line of every platforma binary:
 //
-//	<service> serve     run the gRPC server
-//	<service> migrate   apply the service's database migrations
+//	<service> serve      run the gRPC server
+//	<service> migrate    apply the service's database migrations
+//	<service> bootstrap  an administrator's one-time set-up before migrate:
+//	                     the service's roles, schema and privileges
 //
 // Configuration comes from flags, each with an environment variable
 // equivalent (see EnvName), and is validated before anything starts.
@@ -120,7 +122,7 @@ func Run(ctx context.Context, svc Service, env Env) int {
 }
 
 func dispatch(ctx context.Context, svc Service, env Env) error {
-	top := fmt.Sprintf("%s serve|migrate [flags]; %s <command> -h for the flags", svc.Name, svc.Name)
+	top := fmt.Sprintf("%s serve|migrate|bootstrap [flags]; %s <command> -h for the flags", svc.Name, svc.Name)
 	if len(env.Args) == 0 {
 		return fmt.Errorf("%w: %s", errUsage, top)
 	}
@@ -130,6 +132,8 @@ func dispatch(ctx context.Context, svc Service, env Env) error {
 		return serve(ctx, svc, env, args)
 	case "migrate":
 		return migrateCmd(ctx, svc, env, args)
+	case "bootstrap":
+		return bootstrapCmd(ctx, svc, env, args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(env.Stderr, "usage:", top)
 		return nil

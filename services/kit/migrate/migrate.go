@@ -30,6 +30,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/pgcluster"
 )
 
 // VersionTable is where goose records applied migrations, inside the
@@ -477,4 +478,28 @@ func advisoryLockID(schema string) int64 {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte("platforma/migrate/" + schema))
 	return int64(h.Sum64() >> 1)
+}
+
+// Execer runs a statement: a *pgx.Conn, a *pgxpool.Pool or a pgx.Tx.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// SetPassword gives role a login password, sent as a scram-sha-256
+// verifier computed here: the password itself never reaches the server,
+// its logs or pg_stat_statements. password must be ASCII.
+func SetPassword(ctx context.Context, admin Execer, role, password string) error {
+	if password == "" {
+		return fmt.Errorf("set the password of %s: the password is empty", role)
+	}
+	verifier, err := pgcluster.ScramVerifier(password)
+	if err != nil {
+		return fmt.Errorf("set the password of %s: %w", role, err)
+	}
+	// ALTER ROLE takes no parameters; the verifier is base64 and '$', so
+	// quoting it as a literal is safe.
+	if _, err := admin.Exec(ctx, "ALTER ROLE "+pgx.Identifier{role}.Sanitize()+" PASSWORD '"+verifier+"'"); err != nil {
+		return fmt.Errorf("set the password of %s: %w", role, err)
+	}
+	return nil
 }

@@ -317,15 +317,19 @@ type Files struct {
 	// OperatorToken, AdminToken: files holding a bearer token each
 	// (subjects dev-operator and dev-admin), valid for 30 days.
 	OperatorToken, AdminToken string
-	Issuer, Audience          string
+	// WorkerToken: a bearer token with the worker role (subject
+	// dev-worker), for a worker that cannot present a client certificate,
+	// e.g. against a server run with -insecure.
+	WorkerToken      string
+	Issuer, Audience string
 }
 
 // Generate writes fresh development credentials into dir (created with
 // mode 0700; every file 0600): ca.pem, server.pem/server-key.pem,
 // worker.pem/worker-key.pem, oplog-service.pem/oplog-service-key.pem,
-// jwks.json, operator.token and admin.token. extraHosts are added to the
-// server certificate. The CA's key is never written: run it again for new
-// certificates.
+// jwks.json, operator.token, admin.token and worker.token. extraHosts
+// are added to the server certificate. The CA's key is never written: run
+// it again for new certificates.
 func Generate(dir string, extraHosts ...string) (*Files, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -346,6 +350,7 @@ func Generate(dir string, extraHosts ...string) (*Files, error) {
 		JWKS:          filepath.Join(dir, "jwks.json"),
 		OperatorToken: filepath.Join(dir, "operator.token"),
 		AdminToken:    filepath.Join(dir, "admin.token"),
+		WorkerToken:   filepath.Join(dir, "worker.token"),
 		Issuer:        p.Issuer,
 		Audience:      p.Audience,
 	}
@@ -370,6 +375,10 @@ func Generate(dir string, extraHosts ...string) (*Files, error) {
 	if err != nil {
 		return nil, err
 	}
+	workerToken, err := p.Token("dev-worker", []string{"worker"}, tokenTTL)
+	if err != nil {
+		return nil, err
+	}
 	for _, w := range []func() error{
 		func() error { return writeFile(f.CA, p.CAPEM) },
 		func() error { return WriteKeyPair(f.ServerCert, f.ServerKey, server) },
@@ -378,6 +387,7 @@ func Generate(dir string, extraHosts ...string) (*Files, error) {
 		func() error { return writeFile(f.JWKS, p.JWKS()) },
 		func() error { return writeFile(f.OperatorToken, []byte(operatorToken+"\n")) },
 		func() error { return writeFile(f.AdminToken, []byte(adminToken+"\n")) },
+		func() error { return writeFile(f.WorkerToken, []byte(workerToken+"\n")) },
 	} {
 		if err := w(); err != nil {
 			return nil, fmt.Errorf("devpki: %w", err)

@@ -46,7 +46,7 @@ func TestGeneratedFilesWorkTogether(t *testing.T) {
 	fi, err := os.Stat(dir)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
-	for _, file := range []string{f.CA, f.ServerCert, f.ServerKey, f.WorkerCert, f.WorkerKey, f.OplogCert, f.OplogKey, f.JWKS, f.OperatorToken, f.AdminToken} {
+	for _, file := range []string{f.CA, f.ServerCert, f.ServerKey, f.WorkerCert, f.WorkerKey, f.OplogCert, f.OplogKey, f.JWKS, f.OperatorToken, f.AdminToken, f.WorkerToken} {
 		fi, err := os.Stat(file)
 		require.NoError(t, err, file)
 		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), file)
@@ -102,4 +102,5 @@ func TestGeneratedFilesWorkTogether(t *testing.T) {
 	assert.Equal(t, "spiffe://platforma/service/oplog", callAs(withCert(f.OplogCert, f.OplogKey)))
 	assert.Equal(t, "dev-operator", callAs(withCert("", ""), token(f.OperatorToken)))
 	assert.Equal(t, "dev-admin", callAs(withCert("", ""), token(f.AdminToken)))
+	assert.Equal(t, "dev-worker", callAs(withCert("", ""), token(f.WorkerToken)))
 }

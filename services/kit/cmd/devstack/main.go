@@ -494,12 +494,8 @@ func bootstrap(ctx context.Context, cluster *pgcluster.Cluster, services []servi
 		}
 	}
 	for _, role := range clusterRoles(services)[1:] {
-		verifier, err := pgcluster.ScramVerifier(passwords[role])
-		if err != nil {
+		if err := kitmigrate.SetPassword(ctx, conn, role, passwords[role]); err != nil {
 			return err
-		}
-		if _, err := conn.Exec(ctx, "ALTER ROLE "+pgx.Identifier{role}.Sanitize()+" PASSWORD '"+verifier+"'"); err != nil {
-			return fmt.Errorf("set the password of %s: %w", role, err)
 		}
 	}
 	return nil

@@ -338,25 +338,25 @@ type server struct {
 	addr string
 }
 
-// startServer starts `bin serve` on free ports, with env added to its
-// environment, and waits until it listens.
-func startServer(bin, dsn string, env ...string) (*server, error) {
+// startServer starts `bin serve` on free ports, run as tr says with env
+// added to its environment, and waits until it listens.
+func startServer(bin, dsn string, tr transport, env ...string) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	return startServerOn(addr, bin, dsn, env...)
+	return startServerOn(addr, bin, dsn, tr, env...)
 }
 
 // startServerOn is startServer on a given gRPC address.
-func startServerOn(addr, bin, dsn string, env ...string) (*server, error) {
+func startServerOn(addr, bin, dsn string, tr transport, env ...string) (*server, error) {
 	metrics, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+serveDSN(bin, dsn), "LISTEN_ADDR="+addr, "METRICS_ADDR="+metrics, "LOG_LEVEL=warn", "DB_MAX_CONNS=8")
-	cmd.Env = append(cmd.Env, benchCredentials().serveEnv...)
+	cmd.Env = append(cmd.Env, tr.serveEnv...)
 	cmd.Env = append(cmd.Env, env...)
 	if os.Getenv("OPLOGBENCH_VERBOSE") != "" {
 		fmt.Println("server metrics and pprof on", metrics)
@@ -411,6 +411,7 @@ func freeAddr() (string, error) {
 
 type loadResult struct {
 	rate, p50, p99                          float64
+	unaryP50, unaryP99                      float64 // milliseconds
 	acked, dropped, failed, retries, stored int64
 	rss                                     int64
 }
@@ -418,7 +419,7 @@ type loadResult struct {
 // sdkLoad runs clients SDK clients, each fed by two goroutines that keep
 // its buffer from overflowing (a worker fleet that logs as fast as the
 // service acknowledges), for d.
-func sdkLoad(addr string, clients int, d time.Duration) (loadResult, error) {
+func sdkLoad(addr string, dial []grpc.DialOption, clients int, d time.Duration) (loadResult, error) {
 	var mu sync.Mutex
 	var latencies []time.Duration
 	onFlush := oplogclient.OnFlush(func(r oplogclient.FlushResult) {
@@ -429,7 +430,7 @@ func sdkLoad(addr string, clients int, d time.Duration) (loadResult, error) {
 	var all []*oplogclient.Client
 	var conns []*grpc.ClientConn
 	for i := 0; i < clients; i++ {
-		conn, err := grpc.NewClient(addr, benchCredentials().worker)
+		conn, err := grpc.NewClient(addr, dial...)
 		if err != nil {
 			return loadResult{}, err
 		}
@@ -509,13 +510,42 @@ func sdkLoad(addr string, clients int, d time.Duration) (loadResult, error) {
 	return res, nil
 }
 
+// unaryLatency calls ListOperationLogs for one user's latest 20 rows,
+// one call at a time, and returns the p50 and p99 in milliseconds: the
+// cost of a unary call's round trip, authentication included, with a
+// cheap query behind it.
+func unaryLatency(ctx context.Context, addr string, dial []grpc.DialOption) (p50, p99 float64, err error) {
+	conn, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	client := oplogv1.NewOpLogServiceClient(conn)
+	rng := rand.New(rand.NewPCG(3, 3))
+	const warmUp, calls = 100, 2000
+	took := make([]time.Duration, 0, calls)
+	for i := 0; i < warmUp+calls; i++ {
+		req := &oplogv1.ListOperationLogsRequest{UserId: entries[rng.IntN(len(entries))].UserID, PageSize: 20}
+		start := time.Now()
+		if _, err := client.ListOperationLogs(ctx, req); err != nil {
+			return 0, 0, err
+		}
+		if i >= warmUp {
+			took = append(took, time.Since(start))
+		}
+	}
+	slices.Sort(took)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return ms(took[calls/2]), ms(took[calls*99/100]), nil
+}
+
 // concurrentStreams keeps n Ingest streams open at once for d, each
 // sending one message of 100 rows and waiting for its acknowledgement,
 // spread over 50 connections, and returns the rows/s achieved.
-func concurrentStreams(addr string, n int, d time.Duration) (float64, error) {
+func concurrentStreams(addr string, dial []grpc.DialOption, n int, d time.Duration) (float64, error) {
 	var conns []*grpc.ClientConn
 	for i := 0; i < 50; i++ {
-		conn, err := grpc.NewClient(addr, benchCredentials().worker)
+		conn, err := grpc.NewClient(addr, dial...)
 		if err != nil {
 			return 0, err
 		}

@@ -26,19 +26,28 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 		return err
 	}
 
-	res, err := endToEnd(ctx, dsn, "bench_e2e", serverBin, serverBin, clients, duration)
-	if err != nil {
-		return err
-	}
-	// The baseline build twice: on its own schema, and on this build's
-	// (same indexes, but no roll-ups written): the difference between the
-	// latter and this build is what maintaining the roll-ups costs.
-	var base, baseHere loadResult
-	if baselineBin != "" {
-		if base, err = endToEnd(ctx, dsn, "bench_e2e_baseline", baselineBin, baselineBin, clients, duration); err != nil {
+	// This build secured (as deployed) and plaintext, in the order
+	// secured, plaintext, plaintext, secured: averaging the pairs cancels
+	// a drift of the machine's speed over the runs.
+	sec, plain := benchCredentials().secured, benchCredentials().plaintext
+	var runs [4]loadResult
+	for i, tr := range []transport{sec, plain, plain, sec} {
+		if runs[i], err = endToEnd(ctx, dsn, fmt.Sprintf("bench_e2e_%d", i), serverBin, serverBin, tr, clients, duration); err != nil {
 			return err
 		}
-		if baseHere, err = endToEnd(ctx, dsn, "bench_e2e_baseline_here", baselineBin, "", clients, duration); err != nil {
+	}
+	res, resPlain := meanResult(runs[0], runs[3]), meanResult(runs[1], runs[2])
+	// The baseline build twice: on its own schema, and on this build's
+	// (same indexes, but no roll-ups written): the difference between the
+	// latter and this build is what maintaining the roll-ups costs. It runs
+	// plaintext, so that builds from before TLS and authentication can be
+	// compared, and is compared with this build's plaintext runs.
+	var base, baseHere loadResult
+	if baselineBin != "" {
+		if base, err = endToEnd(ctx, dsn, "bench_e2e_baseline", baselineBin, baselineBin, plain, clients, duration); err != nil {
+			return err
+		}
+		if baseHere, err = endToEnd(ctx, dsn, "bench_e2e_baseline_here", baselineBin, "", plain, clients, duration); err != nil {
 			return err
 		}
 	}
@@ -48,13 +57,16 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 	}
 	copyRate := (copyBefore + copyAfter) / 2
 	fmt.Printf("raw pgx COPY                 %9.0f rows/s   (before %.0f, after %.0f; 2 writers, batches of 5000)\n", copyRate, copyBefore, copyAfter)
-	res.print("SDK → server → Postgres", copyRate)
+	res.print("SDK → server → Postgres", sec.name, copyRate)
+	resPlain.print("same, plaintext", plain.name, copyRate)
+	fmt.Printf("                             secured: %.0f%% of the plaintext rate; unary p99 %.2f ms against %.2f ms\n",
+		100*res.rate/resPlain.rate, res.unaryP99, resPlain.unaryP99)
 	if baselineBin != "" {
-		base.print("baseline build, its schema", copyRate)
-		baseHere.print("baseline build, this schema", copyRate)
-		fmt.Printf("                             this build: %.0f%% of the baseline's rate; on this schema the baseline\n"+
-			"                             reaches %.0f%%, so what this build adds to the write path costs %.0f%% of it\n",
-			100*res.rate/base.rate, 100*baseHere.rate/base.rate, 100*(baseHere.rate-res.rate)/baseHere.rate)
+		base.print("baseline build, its schema", plain.name, copyRate)
+		baseHere.print("baseline build, this schema", plain.name, copyRate)
+		fmt.Printf("                             this build (plaintext): %.0f%% of the baseline's rate; on this schema the\n"+
+			"                             baseline reaches %.0f%%, so what this build adds to the write path costs %.0f%% of it\n",
+			100*resPlain.rate/base.rate, 100*baseHere.rate/base.rate, 100*(baseHere.rate-resPlain.rate)/baseHere.rate)
 	}
 
 	if profileBin != "" {
@@ -67,11 +79,11 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(serverBin, streamsDSN)
+	srv, err := startServer(serverBin, streamsDSN, sec)
 	if err != nil {
 		return err
 	}
-	rows, sErr := concurrentStreams(srv.addr, streams, duration/2)
+	rows, sErr := concurrentStreams(srv.addr, sec.worker, streams, duration/2)
 	rss := srv.peakRSS()
 	srv.stop()
 	if sErr != nil {
@@ -81,19 +93,20 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 	return nil
 }
 
-// endToEnd runs the SDK load against a fresh server process of bin on a
-// fresh database migrated by migrateBin ("" for this build's migrations).
-func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, clients int, d time.Duration) (loadResult, error) {
+// endToEnd runs the SDK load against a fresh server process of bin, run
+// and reached as tr says, on a fresh database migrated by migrateBin (""
+// for this build's migrations); then the unary latency on what it stored.
+func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, tr transport, clients int, d time.Duration) (loadResult, error) {
 	dsn, err := freshDatabase(ctx, adminDSN, name, migrateBin)
 	if err != nil {
 		return loadResult{}, err
 	}
-	srv, err := startServer(bin, dsn)
+	srv, err := startServer(bin, dsn, tr)
 	if err != nil {
 		return loadResult{}, err
 	}
 	defer srv.stop()
-	res, err := sdkLoad(srv.addr, clients, d)
+	res, err := sdkLoad(srv.addr, tr.worker, clients, d)
 	if err != nil {
 		return res, fmt.Errorf("sdk load: %w", err)
 	}
@@ -101,14 +114,32 @@ func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, clien
 		return res, err
 	}
 	res.rss = srv.peakRSS()
+	if res.unaryP50, res.unaryP99, err = unaryLatency(ctx, srv.addr, tr.operator); err != nil {
+		return res, fmt.Errorf("unary calls: %w", err)
+	}
 	return res, nil
 }
 
-func (r loadResult) print(label string, copyRate float64) {
+func (r loadResult) print(label, transport string, copyRate float64) {
 	fmt.Printf("%-28s %9.0f events/s (%.0f%% of raw COPY), ack p50 %.1f ms, p99 %.1f ms, server peak RSS %d MiB\n",
 		label, r.rate, 100*r.rate/copyRate, r.p50, r.p99, r.rss>>20)
-	fmt.Printf("                             %d acknowledged = %d stored; %d dropped, %d failed, %d retries\n",
-		r.acked, r.stored, r.dropped, r.failed, r.retries)
+	fmt.Printf("                             %s; %d acknowledged = %d stored; %d dropped, %d failed, %d retries\n",
+		transport, r.acked, r.stored, r.dropped, r.failed, r.retries)
+	if r.unaryP50 > 0 {
+		fmt.Printf("                             unary ListOperationLogs (one user, 20 rows) p50 %.2f ms, p99 %.2f ms\n", r.unaryP50, r.unaryP99)
+	}
+}
+
+// meanResult is the mean of two runs of the same set-up: rates and
+// latencies averaged, counts added, the higher peak RSS.
+func meanResult(a, b loadResult) loadResult {
+	avg := func(x, y float64) float64 { return (x + y) / 2 }
+	return loadResult{
+		rate: avg(a.rate, b.rate), p50: avg(a.p50, b.p50), p99: avg(a.p99, b.p99),
+		unaryP50: avg(a.unaryP50, b.unaryP50), unaryP99: avg(a.unaryP99, b.unaryP99),
+		acked: a.acked + b.acked, dropped: a.dropped + b.dropped, failed: a.failed + b.failed,
+		retries: a.retries + b.retries, stored: a.stored + b.stored, rss: max(a.rss, b.rss),
+	}
 }
 
 // outboxRun is the end-to-end load with PROFILE_ADDR set, so the login
@@ -125,12 +156,13 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(serverBin, dsn, append(benchCredentials().relayEnv, "PROFILE_ADDR="+profileAddr, "LOG_LEVEL=error")...) // the relay warns of every failed delivery
+	sec := benchCredentials().secured
+	srv, err := startServer(serverBin, dsn, sec, append(benchCredentials().relayEnv, "PROFILE_ADDR="+profileAddr, "LOG_LEVEL=error")...) // the relay warns of every failed delivery
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
-	res, err := sdkLoad(srv.addr, clients, d)
+	res, err := sdkLoad(srv.addr, sec.worker, clients, d)
 	if err != nil {
 		return fmt.Errorf("sdk load: %w", err)
 	}
@@ -138,7 +170,7 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 		return err
 	}
 	res.rss = srv.peakRSS()
-	res.print("same, login outbox on", copyRate)
+	res.print("same, login outbox on", sec.name, copyRate)
 	backlog, err := countRows(ctx, dsn, "oplog.login_outbox")
 	if err != nil {
 		return err
@@ -152,7 +184,7 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 		return fmt.Errorf("%s migrate: %w\n%s", profileBin, err, out)
 	}
 	start := time.Now()
-	prof, err := startServerOn(profileAddr, profileBin, dsn)
+	prof, err := startServerOn(profileAddr, profileBin, dsn, sec)
 	if err != nil {
 		return err
 	}

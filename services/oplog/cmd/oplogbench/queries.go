@@ -123,12 +123,12 @@ func runQueries(serverBin string, rows int) error {
 	fmt.Printf("oplogbench queries: %d rows over 90 days (loaded in %s, roll-ups built in %s), on %d CPUs\n\n",
 		rows, loaded.Round(time.Second), time.Since(start).Round(time.Second), cpus())
 
-	srv, err := startServer(serverBin, dsn)
+	srv, err := startServer(serverBin, dsn, benchCredentials().secured)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
-	conn, err := grpc.NewClient(srv.addr, benchCredentials().operator...)
+	conn, err := grpc.NewClient(srv.addr, benchCredentials().secured.operator...)
 	if err != nil {
 		return err
 	}
