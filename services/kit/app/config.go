@@ -143,7 +143,7 @@ func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
 	fs.StringVar(&c.ListenAddr, "listen-addr", svc.DefaultListenAddr, "gRPC listen address, host:port")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", svc.DefaultMetricsAddr, "Prometheus /metrics listen address, host:port")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may run after SIGTERM before they are cut off")
-	fs.DurationVar(&c.HealthInterval, "health-interval", 2*time.Second, "how often the database is pinged for gRPC health")
+	fs.DurationVar(&c.HealthInterval, "health-interval", 2*time.Second, "how often the database is pinged for gRPC health while it answers (while it does not: every 250ms, or this when shorter)")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", 16, "maximum connections in the pool")
 	fs.DurationVar(&c.DBConnectTimeout, "db-connect-timeout", 5*time.Second, "timeout for opening one database connection")
 	maxMsg := 4 << 20

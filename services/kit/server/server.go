@@ -61,7 +61,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight calls may take to finish
 	// after a shutdown starts; then they are cut off.
 	ShutdownTimeout time.Duration
-	// HealthInterval is how often the database is pinged for health.
+	// HealthInterval is how often the database is pinged for health while
+	// it answers; while it does not, it is pinged every 250ms (or every
+	// HealthInterval when shorter), so health turns SERVING again soon
+	// after the database is back.
 	HealthInterval time.Duration
 	// MaxRecvMsgSize bounds one request message, in bytes.
 	MaxRecvMsgSize int
@@ -633,14 +636,35 @@ func (s *Server) shutdown() {
 	}
 }
 
-// watchDatabase pings the database every HealthInterval and reports every
-// service SERVING while it answers, NOT_SERVING while it does not.
+// recoveryInterval is how often an unreachable database is pinged (when
+// HealthInterval is longer). Clients that wait for a service to come back
+// (the login relay watches ProfileService's health) then see it SERVING
+// within this of its database answering again, not a whole HealthInterval
+// later. The extra pings happen only while the database is unreachable,
+// when each is at most a failed connection attempt.
+const recoveryInterval = 250 * time.Millisecond
+
+// watchDatabase pings the database and reports every service SERVING while
+// it answers, NOT_SERVING while it does not: every HealthInterval while it
+// answers, every recoveryInterval at most while it does not.
 func (s *Server) watchDatabase(ctx context.Context) {
-	ticker := time.NewTicker(s.cfg.HealthInterval)
-	defer ticker.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	serving, known := false, false
 	for {
-		pingCtx, cancel := context.WithTimeout(ctx, s.cfg.HealthInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		interval := s.pingInterval(serving)
+		began := time.Now()
+		// A ping may take at most the interval, so that pings never
+		// overlap. A pool's connection attempt that outlasts the ping
+		// goes on and serves the next one (pgxpool connects in the
+		// background), so a short timeout does not keep a slow-to-connect
+		// database NOT_SERVING.
+		pingCtx, cancel := context.WithTimeout(ctx, interval)
 		err := s.db.Ping(pingCtx)
 		cancel()
 		if ctx.Err() != nil {
@@ -655,12 +679,19 @@ func (s *Server) watchDatabase(ctx context.Context) {
 				s.log.Warn("database unreachable: NOT_SERVING", "error", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
+		// The next ping an interval after this one began, as a ticker
+		// would: a ping that timed out is followed at once by the next.
+		timer.Reset(max(0, s.pingInterval(serving)-time.Since(began)))
 	}
+}
+
+// pingInterval is the time between pings while the database answers
+// (serving) or does not.
+func (s *Server) pingInterval(serving bool) time.Duration {
+	if serving {
+		return s.cfg.HealthInterval
+	}
+	return min(s.cfg.HealthInterval, recoveryInterval)
 }
 
 func (s *Server) setServing(up bool) {

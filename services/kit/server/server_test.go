@@ -167,6 +167,79 @@ func TestHealthFollowsTheDatabase(t *testing.T) {
 	assert.Equal(t, codes.NotFound, status.Code(err), "unknown service names are NOT_FOUND")
 }
 
+// countingPinger is the database as the server sees it, counting pings.
+type countingPinger struct {
+	server.Pinger
+	pings atomic.Int64
+}
+
+func (c *countingPinger) Ping(ctx context.Context) error {
+	c.pings.Add(1)
+	return c.Pinger.Ping(ctx)
+}
+
+// While the database is unreachable the server pings it more often than
+// HealthInterval, so health turns SERVING again well within one interval
+// of the database coming back; once it answers, pings are HealthInterval
+// apart again.
+func TestHealthTurnsServingPromptlyWhenTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	const healthInterval = 5 * time.Second
+	ctx := context.Background()
+	cluster := pgtest.StartCluster(t)
+	pool, err := pgxpool.New(ctx, cluster.DSN("postgres")+" connect_timeout=1")
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	db := &countingPinger{Pinger: pool}
+	srv, err := server.New(server.Config{
+		ListenAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		ShutdownTimeout: 5 * time.Second, HealthInterval: healthInterval, MaxRecvMsgSize: 1 << 20, Insecure: true,
+	}, server.Options{
+		WithoutAuth: true,
+		Logger:      slog.New(slog.DiscardHandler),
+		Database:    db,
+		Register: func(r server.Registrar) error {
+			testgrpc.RegisterTestServiceServer(r.GRPC, &testServer{})
+			return nil
+		},
+	})
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	health := healthgrpc.NewHealthClient(conn)
+	current := func() healthgrpc.HealthCheckResponse_ServingStatus {
+		resp, err := health.Check(ctx, &healthgrpc.HealthCheckRequest{Service: testService})
+		if err != nil {
+			return healthgrpc.HealthCheckResponse_UNKNOWN
+		}
+		return resp.GetStatus()
+	}
+
+	waitHealth(t, conn, testService, healthgrpc.HealthCheckResponse_SERVING)
+	require.NoError(t, cluster.Stop(ctx))
+	// Noticed at the next regular ping, at most one HealthInterval later.
+	waitHealth(t, conn, testService, healthgrpc.HealthCheckResponse_NOT_SERVING)
+
+	require.NoError(t, cluster.Start(ctx))
+	require.Eventually(t, func() bool { return current() == healthgrpc.HealthCheckResponse_SERVING },
+		time.Second, 10*time.Millisecond, "health turns SERVING within a second of the database answering, not after HealthInterval (%v)", healthInterval)
+
+	// Healthy again, the database is pinged every HealthInterval, not
+	// every quarter second: at most one ping in the next second.
+	before := db.pings.Load()
+	time.Sleep(time.Second)
+	assert.LessOrEqual(t, db.pings.Load()-before, int64(1), "pings while the database answers")
+	assert.Equal(t, healthgrpc.HealthCheckResponse_SERVING, current())
+}
+
 func TestReflectionListsServices(t *testing.T) {
 	r := start(t, pgtest.NewPool(t), &testServer{}, 5*time.Second)
 	want := []string{testService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"}

@@ -3,11 +3,17 @@
 // Log never blocks and does no I/O: it stamps the entry with an id
 // (UUIDv7), its time and the trace id of the context, redacts sensitive
 // payload keys, and puts it in a bounded in-memory buffer. Background
-// flushers send the buffer over Ingest streams, by size or by interval,
-// and retry with exponential backoff until the server acknowledges; the
-// server acknowledges only committed rows and recognises resent ids, so a
-// retry never stores a row twice. When the buffer is full the oldest
+// flushers send the buffer over Ingest streams, a batch when it is full or
+// when its oldest entry has waited the linger, and retry with exponential
+// backoff until the server acknowledges; the server acknowledges only
+// committed rows and recognises resent ids, so a retry never stores a row
+// twice. A retry waiting for a server that was down is cut short when the
+// server's health turns SERVING again. When the buffer is full the oldest
 // entries are dropped and counted. Close flushes what is left.
+//
+// With WithSpool, batches the server cannot take go to a crash-safe spool
+// on disk instead of being retried in memory, and are replayed from it, so
+// an outage longer than the buffer lasts loses nothing (spool.go).
 //
 //	client, err := oplogclient.New(conn)
 //	defer client.Close(ctx)
@@ -30,6 +36,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
@@ -78,9 +85,20 @@ type Stats struct {
 	Duplicates   int64 // acknowledged rows the server already had (a retry of a lost answer)
 	Rejected     int64 // refused by the server as invalid
 	Dropped      int64 // pushed out of a full buffer, or logged after Close
-	Failed       int64 // given up after non-retryable errors or at Close
+	Failed       int64 // given up after non-retryable errors, or at Close without a spool
 	Retries      int64 // resend attempts
-	InBuffer     int64 // waiting in the buffer or in flight
+	InBuffer     int64 // waiting in the memory buffer or in flight from it
+
+	// The spool (WithSpool); all zero without one. Entries a previous
+	// run left in the spool are replayed too: they count in
+	// SpoolReplayed and Acknowledged, not in Enqueued.
+	Spooled       int64         // entries written to the spool
+	SpoolReplayed int64         // entries from the spool acknowledged by the server
+	SpoolDropped  int64         // entries lost to a full spool (oldest first) or a failed write
+	SpoolCorrupt  int64         // damaged records or segment tails skipped when reading
+	SpoolEntries  int64         // entries in the spool now, waiting for delivery
+	SpoolBytes    int64         // size of the spool's files now
+	SpoolOldest   time.Duration // how long the spool's oldest entry has been waiting (by its segment's first entry)
 }
 
 // FlushResult describes one acknowledged flush, for the caller's metrics.
@@ -89,6 +107,11 @@ type FlushResult struct {
 	Attempts                             int
 	// Latency is from the first attempt to the acknowledgement.
 	Latency time.Duration
+	// Delivery is from the Log of the flush's oldest entry to the
+	// acknowledgement: how late the server got it.
+	Delivery time.Duration
+	// FromSpool: the flush was a replay from the spool.
+	FromSpool bool
 }
 
 // Option configures a Client.
@@ -96,7 +119,9 @@ type Option func(*options)
 
 type options struct {
 	bufferSize, flushSize, flushers int
-	flushInterval                   time.Duration
+	linger                          time.Duration
+	spoolDir                        string
+	spoolMaxBytes                   int64
 	initialBackoff, maxBackoff      time.Duration
 	attemptTimeout                  time.Duration
 	keys                            redact.Keys
@@ -111,13 +136,30 @@ type options struct {
 func WithBufferSize(n int) Option { return func(o *options) { o.bufferSize = n } }
 
 // WithFlushSize sets how many entries one flush sends, and how many
-// buffered entries start a flush before the interval (default 500, at
+// buffered entries start a flush before the linger ends (default 500, at
 // most 1,000).
 func WithFlushSize(n int) Option { return func(o *options) { o.flushSize = n } }
 
-// WithFlushInterval flushes whatever is buffered at least this often
-// (default 1s).
-func WithFlushInterval(d time.Duration) Option { return func(o *options) { o.flushInterval = d } }
+// WithLinger sets how long an entry may wait in the buffer for its batch
+// to fill (default 200ms): a batch is sent when it holds the flush size,
+// or when its oldest entry has waited this long. Longer means fuller
+// streams (fewer commits on the server) and later delivery.
+func WithLinger(d time.Duration) Option { return func(o *options) { o.linger = d } }
+
+// WithSpool keeps what the server cannot take on disk, in dir (created
+// 0700; one client per directory at a time), up to maxBytes of files.
+// A batch whose delivery fails is written there (and fsynced) instead of
+// being retried in memory, and so is everything logged while the server
+// stays unreachable, a batch at a time; a replayer sends it back in
+// order and deletes it only once acknowledged. Entries left by a previous
+// run, also one killed with -9, are sent by the next New on dir. When the
+// spool is full its oldest entries are dropped (Stats.SpoolDropped). What
+// a kill -9 can lose is what had not reached the spool or the server: the
+// memory buffer and the batches in flight, at most the linger plus one
+// attempt's time (5s with a spool) old.
+func WithSpool(dir string, maxBytes int64) Option {
+	return func(o *options) { o.spoolDir, o.spoolMaxBytes = dir, maxBytes }
+}
 
 // WithFlushers sets how many flushes may be in flight at once (default 2).
 func WithFlushers(n int) Option { return func(o *options) { o.flushers = n } }
@@ -167,8 +209,13 @@ func withClock(now func() time.Time) Option { return func(o *options) { o.now = 
 
 // Client buffers entries and ships them to OpLogService.
 type Client struct {
-	rpc  oplogv1.OpLogServiceClient
-	opts options
+	rpc    oplogv1.OpLogServiceClient
+	health healthpb.HealthClient
+	opts   options
+	spool  *spool // nil without WithSpool
+	// down: with a spool, a delivery failed and none has succeeded since,
+	// so flushers spool batches without trying the server.
+	down atomic.Bool
 
 	mu     sync.Mutex
 	ring   []record
@@ -184,9 +231,14 @@ type Client struct {
 	stopping context.Context // ends when Close's deadline passes
 	stop     context.CancelFunc
 	flushers sync.WaitGroup
+	// flushed closes when the flushers are done at Close: nothing more
+	// will be spooled, so the replayer may stop once the spool is empty.
+	flushed  chan struct{}
+	replayed chan struct{} // closes when the replayers have returned
 	inFlight atomic.Int64
 
 	enqueued, acknowledged, duplicates, rejected, dropped, failed, retries atomic.Int64
+	spooled, spoolReplayed                                                 atomic.Int64
 }
 
 // record is a buffered entry, stamped by Log.
@@ -194,8 +246,10 @@ type record struct {
 	id [16]byte
 	// span is the context's span when Log was called: the row keeps its
 	// trace and span ids, and the flush that sends it links to it.
-	span     trace.SpanContext
-	at       time.Time
+	span trace.SpanContext
+	at   time.Time
+	// queued is when Log took it: the linger counts from here.
+	queued   time.Time
 	entry    Entry
 	request  []byte // encoded google.protobuf.Struct, nil for none
 	response []byte
@@ -204,7 +258,7 @@ type record struct {
 // New starts a client on conn (a *grpc.ClientConn to OpLogService).
 func New(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
 	o := options{
-		bufferSize: 10000, flushSize: 500, flushers: 2, flushInterval: time.Second,
+		bufferSize: 10000, flushSize: 500, flushers: 2, linger: 200 * time.Millisecond,
 		initialBackoff: 100 * time.Millisecond, maxBackoff: 10 * time.Second,
 		attemptTimeout: 30 * time.Second, keys: redact.Default(), now: time.Now,
 		tracer: otel.GetTracerProvider().Tracer(instrumentationName),
@@ -217,28 +271,61 @@ func New(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
 		return nil, errors.New("oplogclient: buffer size must be positive")
 	case o.flushSize < 1 || o.flushSize > maxRowsPerMessage:
 		return nil, fmt.Errorf("oplogclient: flush size must be between 1 and %d", maxRowsPerMessage)
-	case o.flushers < 1 || o.flushInterval <= 0 || o.initialBackoff <= 0 || o.maxBackoff < o.initialBackoff:
-		return nil, errors.New("oplogclient: flushers, flush interval and backoff must be positive")
+	case o.flushers < 1 || o.linger <= 0 || o.initialBackoff <= 0 || o.maxBackoff < o.initialBackoff:
+		return nil, errors.New("oplogclient: flushers, linger and backoff must be positive")
+	case o.spoolDir != "" && o.spoolMaxBytes < 1<<20:
+		return nil, errors.New("oplogclient: a spool needs at least 1 MiB")
 	}
 	var seed [32]byte
 	if _, err := crand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("oplogclient: seed ids: %w", err)
 	}
 	c := &Client{
-		rpc:     oplogv1.NewOpLogServiceClient(conn),
-		opts:    o,
-		ring:    make([]record, o.bufferSize),
-		rng:     rand.NewChaCha8(seed),
-		kick:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
+		rpc:      oplogv1.NewOpLogServiceClient(conn),
+		health:   healthpb.NewHealthClient(conn),
+		opts:     o,
+		ring:     make([]record, o.bufferSize),
+		rng:      rand.NewChaCha8(seed),
+		kick:     make(chan struct{}, 1),
+		closing:  make(chan struct{}),
+		flushed:  make(chan struct{}),
+		replayed: make(chan struct{}),
+	}
+	if o.spoolDir != "" {
+		sp, err := openSpool(o.spoolDir, o.spoolMaxBytes)
+		if err != nil {
+			return nil, fmt.Errorf("oplogclient: spool: %w", err)
+		}
+		c.spool = sp
+		// An attempt that hangs holds its batch in memory only; with a
+		// spool it is cut short sooner, so the batch reaches the disk.
+		c.opts.attemptTimeout = min(c.opts.attemptTimeout, spoolAttemptTimeout)
 	}
 	c.stopping, c.stop = context.WithCancel(context.Background())
 	for i := 0; i < o.flushers; i++ {
 		c.flushers.Add(1)
 		go c.flusher()
 	}
+	var replayers sync.WaitGroup
+	if c.spool != nil {
+		for i := 0; i < o.flushers; i++ {
+			replayers.Add(1)
+			go func() {
+				defer replayers.Done()
+				c.replayer()
+			}()
+		}
+	}
+	go func() {
+		replayers.Wait()
+		close(c.replayed)
+	}()
 	return c, nil
 }
+
+// spoolAttemptTimeout bounds one delivery attempt when a spool is there
+// to take the batch instead.
+const spoolAttemptTimeout = 5 * time.Second
 
 // maxRowsPerMessage is the server's limit on one Ingest message.
 const maxRowsPerMessage = 1000
@@ -250,6 +337,7 @@ func (c *Client) Log(ctx context.Context, e Entry) {
 	if at.IsZero() {
 		at = c.opts.now()
 	}
+	queued := time.Now()
 	span := trace.SpanContextFromContext(ctx)
 	var req, resp []byte
 	if e.RequestPayload != nil {
@@ -275,12 +363,14 @@ func (c *Client) Log(ctx context.Context, e Entry) {
 	}
 	slot := &c.ring[(c.head+c.n)%len(c.ring)]
 	slot.id = c.newID(at)
-	slot.span, slot.at, slot.entry, slot.request, slot.response = span, at, e, req, resp
+	slot.span, slot.at, slot.queued, slot.entry, slot.request, slot.response = span, at, queued, e, req, resp
 	c.n++
-	full := c.n >= c.opts.flushSize
+	// A flusher wakes for the first entry (its linger starts) and for a
+	// full batch.
+	wake := c.n == 1 || c.n >= c.opts.flushSize
 	c.mu.Unlock()
 	c.enqueued.Add(1)
-	if full {
+	if wake {
 		select {
 		case c.kick <- struct{}{}:
 		default:
@@ -317,6 +407,10 @@ func (c *Client) newID(at time.Time) [16]byte {
 func (c *Client) take(max int) []record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.takeLocked(max)
+}
+
+func (c *Client) takeLocked(max int) []record {
 	k := min(max, c.n)
 	if k == 0 {
 		return nil
@@ -338,39 +432,56 @@ func (c *Client) buffered() int {
 	return c.n
 }
 
-// flusher sends full batches when Log signals, everything buffered on
-// every tick, and everything left once Close was called.
+// nextBatch takes a batch if one is due: a full one, one whose oldest
+// entry has waited the linger, or anything once Close was called.
+// Otherwise it returns how long until one is due, and -1 when none ever
+// will be (closed and empty, or stopping).
+func (c *Client) nextBatch() ([]record, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping.Err() != nil {
+		return nil, -1
+	}
+	if c.n == 0 {
+		if c.closed {
+			return nil, -1
+		}
+		return nil, c.opts.linger // until Log wakes a flusher
+	}
+	waited := time.Since(c.ring[c.head].queued)
+	if c.n >= c.opts.flushSize || c.closed || waited >= c.opts.linger {
+		return c.takeLocked(c.opts.flushSize), 0
+	}
+	return nil, c.opts.linger - waited
+}
+
+// flusher sends batches as they become due, until Close has drained the
+// buffer or given up.
 func (c *Client) flusher() {
 	defer c.flushers.Done()
-	ticker := time.NewTicker(c.opts.flushInterval)
-	defer ticker.Stop()
+	timer := time.NewTimer(c.opts.linger)
+	defer timer.Stop()
 	for {
-		drainAll, closing := false, false
+		batch, wait := c.nextBatch()
+		if batch != nil {
+			c.flush(batch)
+			continue
+		}
+		if wait < 0 {
+			return
+		}
+		timer.Reset(wait)
 		select {
 		case <-c.kick:
-		case <-ticker.C:
-			drainAll = true
+		case <-timer.C:
 		case <-c.closing:
-			drainAll, closing = true, true
-		}
-		for c.stopping.Err() == nil {
-			n := c.buffered()
-			if n == 0 || (!drainAll && n < c.opts.flushSize) {
-				break
-			}
-			if batch := c.take(c.opts.flushSize); batch != nil {
-				c.send(batch)
-			}
-		}
-		if closing || c.stopping.Err() != nil {
-			return
 		}
 	}
 }
 
 // Stats returns the counters.
 func (c *Client) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Enqueued:     c.enqueued.Load(),
 		Acknowledged: c.acknowledged.Load(),
 		Duplicates:   c.duplicates.Load(),
@@ -380,11 +491,43 @@ func (c *Client) Stats() Stats {
 		Retries:      c.retries.Load(),
 		InBuffer:     int64(c.buffered()) + c.inFlight.Load(),
 	}
+	if c.spool != nil {
+		sp := c.spool.stats()
+		st.Spooled, st.SpoolReplayed = c.spooled.Load(), c.spoolReplayed.Load()
+		st.SpoolDropped, st.SpoolCorrupt = c.spool.dropped.Load(), c.spool.corrupt.Load()
+		st.SpoolEntries, st.SpoolBytes = sp.entries, sp.bytes
+		if !sp.oldest.IsZero() {
+			st.SpoolOldest = time.Since(sp.oldest)
+		}
+	}
+	return st
 }
 
-// Close stops accepting entries and flushes the buffer, retrying until ctx
-// ends. It returns an error saying how many entries were not delivered
-// when ctx ended first.
+// CloseError is what Close returns when its context ended before
+// everything was delivered.
+type CloseError struct {
+	// Failed entries are lost: given up on (all of them since New).
+	Failed int64
+	// Spooled entries stay in the spool, and are sent by the next New on
+	// the same directory; SpooledBytes is the size of its files.
+	Spooled, SpooledBytes int64
+	Err                   error // the context's error
+}
+
+func (e *CloseError) Error() string {
+	msg := fmt.Sprintf("oplogclient: closed before everything was delivered: %d entries failed in all", e.Failed)
+	if e.Spooled > 0 {
+		msg += fmt.Sprintf(", %d (%d bytes) stay in the spool for the next start", e.Spooled, e.SpooledBytes)
+	}
+	return msg + ": " + e.Err.Error()
+}
+
+func (e *CloseError) Unwrap() error { return e.Err }
+
+// Close stops accepting entries and delivers the buffer (and the spool),
+// retrying until ctx ends. When ctx ends first it returns a *CloseError
+// saying how many entries were lost and how many stay spooled; with a
+// spool, what is still in memory then is spooled rather than lost.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
@@ -398,22 +541,31 @@ func (c *Client) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		c.flushers.Wait()
+		close(c.flushed)
+		<-c.replayed
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		c.stop() // in-flight retries give up
+		c.stop() // in-flight retries give up (to the spool, if there is one)
 		<-done
 	}
 	c.stop()
-	if left := c.buffered(); left > 0 {
-		c.failed.Add(int64(left))
-		c.take(left)
-		c.inFlight.Add(-int64(left))
+	if left := c.take(c.buffered()); len(left) > 0 {
+		if c.spool != nil {
+			c.toSpool(encodeBatch(left))
+		} else {
+			c.failed.Add(int64(len(left)))
+		}
+		c.inFlight.Add(-int64(len(left)))
 	}
-	if lost := c.failed.Load(); ctx.Err() != nil && lost > 0 {
-		return fmt.Errorf("oplogclient: closed before everything was delivered (%d entries failed in all): %w", lost, ctx.Err())
+	if c.spool != nil {
+		c.spool.close()
+	}
+	st := c.Stats()
+	if ctx.Err() != nil && (st.Failed > 0 || st.SpoolEntries > 0) {
+		return &CloseError{Failed: st.Failed, Spooled: st.SpoolEntries, SpooledBytes: st.SpoolBytes, Err: ctx.Err()}
 	}
 	return nil
 }

@@ -174,7 +174,7 @@ func TestEveryRowStoredOnceWhileStreamsAbortAtRandom(t *testing.T) {
 	pool := pgtest.NewPool(t)
 	f := &flaky{rng: rand.New(rand.NewPCG(7, 8))}
 	conn := startServer(t, pool, func(s oplogv1.OpLogServiceServer) oplogv1.OpLogServiceServer { f.real = s; return f })
-	client := newClient(t, conn, oplogclient.WithBufferSize(rows), oplogclient.WithFlushInterval(20*time.Millisecond))
+	client := newClient(t, conn, oplogclient.WithBufferSize(rows), oplogclient.WithLinger(20*time.Millisecond))
 
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
@@ -220,7 +220,7 @@ func TestServerDownBuffersBoundedThenDrains(t *testing.T) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.5, MaxDelay: 200 * time.Millisecond}}))
 	require.NoError(t, err)
 	defer conn.Close()
-	client := newClient(t, conn, oplogclient.WithBufferSize(buffer), oplogclient.WithFlushInterval(10*time.Millisecond))
+	client := newClient(t, conn, oplogclient.WithBufferSize(buffer), oplogclient.WithLinger(10*time.Millisecond))
 
 	for i := 0; i < logged; i++ {
 		client.Log(context.Background(), entry()) // returns at once: no I/O in Log

@@ -30,7 +30,7 @@ func idleClient(t testing.TB, opts ...Option) *Client {
 	t.Helper()
 	conn, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	c, err := New(conn, append([]Option{WithFlushInterval(time.Hour), WithFlushSize(1000)}, opts...)...)
+	c, err := New(conn, append([]Option{WithLinger(time.Hour), WithFlushSize(1000)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)

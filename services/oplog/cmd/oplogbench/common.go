@@ -412,6 +412,7 @@ func freeAddr() (string, error) {
 type loadResult struct {
 	rate, p50, p99                          float64
 	unaryP50, unaryP99                      float64 // milliseconds
+	spooled, replayed                       int64
 	acked, dropped, failed, retries, stored int64
 	rss                                     int64
 }
@@ -419,7 +420,7 @@ type loadResult struct {
 // sdkLoad runs clients SDK clients, each fed by two goroutines that keep
 // its buffer from overflowing (a worker fleet that logs as fast as the
 // service acknowledges), for d.
-func sdkLoad(addr string, dial []grpc.DialOption, clients int, d time.Duration) (loadResult, error) {
+func sdkLoad(addr string, dial []grpc.DialOption, clients int, d time.Duration, spool bool) (loadResult, error) {
 	var mu sync.Mutex
 	var latencies []time.Duration
 	onFlush := oplogclient.OnFlush(func(r oplogclient.FlushResult) {
@@ -435,7 +436,16 @@ func sdkLoad(addr string, dial []grpc.DialOption, clients int, d time.Duration) 
 			return loadResult{}, err
 		}
 		conns = append(conns, conn)
-		c, err := oplogclient.New(conn, onFlush, oplogclient.WithFlushers(4))
+		opts := []oplogclient.Option{onFlush, oplogclient.WithFlushers(4)}
+		if spool {
+			dir, err := os.MkdirTemp("", "oplogbench-spool-")
+			if err != nil {
+				return loadResult{}, err
+			}
+			defer os.RemoveAll(dir)
+			opts = append(opts, oplogclient.WithSpool(dir, 1<<30))
+		}
+		c, err := oplogclient.New(conn, opts...)
 		if err != nil {
 			return loadResult{}, err
 		}
@@ -496,6 +506,8 @@ func sdkLoad(addr string, dial []grpc.DialOption, clients int, d time.Duration) 
 		res.dropped += st.Dropped
 		res.failed += st.Failed
 		res.retries += st.Retries
+		res.spooled += st.Spooled
+		res.replayed += st.SpoolReplayed
 	}
 	for _, conn := range conns {
 		_ = conn.Close()

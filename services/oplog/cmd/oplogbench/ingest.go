@@ -26,17 +26,22 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 		return err
 	}
 
-	// This build secured (as deployed) and plaintext, in the order
-	// secured, plaintext, plaintext, secured: averaging the pairs cancels
-	// a drift of the machine's speed over the runs.
+	// This build secured (as deployed), plaintext, and secured with the
+	// SDK's spool on, in the order secured, plaintext, spool, spool,
+	// plaintext, secured: averaging the pairs cancels a drift of the
+	// machine's speed over the runs.
 	sec, plain := benchCredentials().secured, benchCredentials().plaintext
-	var runs [4]loadResult
-	for i, tr := range []transport{sec, plain, plain, sec} {
-		if runs[i], err = endToEnd(ctx, dsn, fmt.Sprintf("bench_e2e_%d", i), serverBin, serverBin, tr, clients, duration); err != nil {
+	type run struct {
+		tr    transport
+		spool bool
+	}
+	var runs [6]loadResult
+	for i, r := range []run{{sec, false}, {plain, false}, {sec, true}, {sec, true}, {plain, false}, {sec, false}} {
+		if runs[i], err = endToEnd(ctx, dsn, fmt.Sprintf("bench_e2e_%d", i), serverBin, serverBin, r.tr, clients, duration, r.spool); err != nil {
 			return err
 		}
 	}
-	res, resPlain := meanResult(runs[0], runs[3]), meanResult(runs[1], runs[2])
+	res, resPlain, resSpool := meanResult(runs[0], runs[5]), meanResult(runs[1], runs[4]), meanResult(runs[2], runs[3])
 	// The baseline build twice: on its own schema, and on this build's
 	// (same indexes, but no roll-ups written): the difference between the
 	// latter and this build is what maintaining the roll-ups costs. It runs
@@ -44,10 +49,10 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 	// compared, and is compared with this build's plaintext runs.
 	var base, baseHere loadResult
 	if baselineBin != "" {
-		if base, err = endToEnd(ctx, dsn, "bench_e2e_baseline", baselineBin, baselineBin, plain, clients, duration); err != nil {
+		if base, err = endToEnd(ctx, dsn, "bench_e2e_baseline", baselineBin, baselineBin, plain, clients, duration, false); err != nil {
 			return err
 		}
-		if baseHere, err = endToEnd(ctx, dsn, "bench_e2e_baseline_here", baselineBin, "", plain, clients, duration); err != nil {
+		if baseHere, err = endToEnd(ctx, dsn, "bench_e2e_baseline_here", baselineBin, "", plain, clients, duration, false); err != nil {
 			return err
 		}
 	}
@@ -61,6 +66,9 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 	resPlain.print("same, plaintext", plain.name, copyRate)
 	fmt.Printf("                             secured: %.0f%% of the plaintext rate; unary p99 %.2f ms against %.2f ms\n",
 		100*res.rate/resPlain.rate, res.unaryP99, resPlain.unaryP99)
+	resSpool.print("same, SDK spool on", sec.name, copyRate)
+	fmt.Printf("                             spool on: %.0f%% of the rate with it off; %d entries went through the spool\n",
+		100*resSpool.rate/res.rate, resSpool.spooled)
 	if baselineBin != "" {
 		base.print("baseline build, its schema", plain.name, copyRate)
 		baseHere.print("baseline build, this schema", plain.name, copyRate)
@@ -96,7 +104,7 @@ func runIngest(serverBin, baselineBin, profileBin string, clients int, duration 
 // endToEnd runs the SDK load against a fresh server process of bin, run
 // and reached as tr says, on a fresh database migrated by migrateBin (""
 // for this build's migrations); then the unary latency on what it stored.
-func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, tr transport, clients int, d time.Duration) (loadResult, error) {
+func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, tr transport, clients int, d time.Duration, spool bool) (loadResult, error) {
 	dsn, err := freshDatabase(ctx, adminDSN, name, migrateBin)
 	if err != nil {
 		return loadResult{}, err
@@ -106,7 +114,7 @@ func endToEnd(ctx context.Context, adminDSN, name, bin, migrateBin string, tr tr
 		return loadResult{}, err
 	}
 	defer srv.stop()
-	res, err := sdkLoad(srv.addr, tr.worker, clients, d)
+	res, err := sdkLoad(srv.addr, tr.worker, clients, d, spool)
 	if err != nil {
 		return res, fmt.Errorf("sdk load: %w", err)
 	}
@@ -139,6 +147,7 @@ func meanResult(a, b loadResult) loadResult {
 		unaryP50: avg(a.unaryP50, b.unaryP50), unaryP99: avg(a.unaryP99, b.unaryP99),
 		acked: a.acked + b.acked, dropped: a.dropped + b.dropped, failed: a.failed + b.failed,
 		retries: a.retries + b.retries, stored: a.stored + b.stored, rss: max(a.rss, b.rss),
+		spooled: a.spooled + b.spooled, replayed: a.replayed + b.replayed,
 	}
 }
 
@@ -162,7 +171,7 @@ func outboxRun(ctx context.Context, adminDSN, serverBin, profileBin string, clie
 		return err
 	}
 	defer srv.stop()
-	res, err := sdkLoad(srv.addr, sec.worker, clients, d)
+	res, err := sdkLoad(srv.addr, sec.worker, clients, d, false)
 	if err != nil {
 		return fmt.Errorf("sdk load: %w", err)
 	}

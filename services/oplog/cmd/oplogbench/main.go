@@ -10,6 +10,9 @@
 //	                    when given; the same with the login outbox on, then
 //	                    the relay draining it into ProfileService; 1,000
 //	                    concurrent Ingest streams (peak RSS)
+//	oplogbench steady   (make bench-sdk) SDK clients at a steady rate below
+//	                    saturation: rows per stream, streams/s, delivery
+//	                    latency
 //	oplogbench indexes  raw COPY rate with each secondary index alone
 //	oplogbench queries  (make bench-queries) 10M rows over 3 months: the query
 //	                    RPCs against raw SQL for the same answers
@@ -34,9 +37,10 @@ func main() {
 	serverBin := fs.String("server", "bin/oplog", "the oplog binary to benchmark")
 	baseline := fs.String("baseline", "", "ingest: also run the end-to-end load against this oplog binary (an older build), migrated by itself")
 	profileBin := fs.String("profile", "bin/profile", "ingest: the profile binary, for the run with the login outbox and relay (\"\" skips it)")
-	clients := fs.Int("clients", 8, "ingest: SDK clients (one connection each)")
+	clients := fs.Int("clients", 8, "ingest, steady: SDK clients (one connection each)")
 	duration := fs.Duration("duration", 20*time.Second, "how long each throughput run lasts")
 	streams := fs.Int("streams", 1000, "ingest: concurrent Ingest streams for the memory run")
+	rate := fs.Int("rate", 6000, "steady: entries/s of all clients together")
 	rows := fs.Int("rows", 10_000_000, "queries: rows to load over three months")
 	rounds := fs.Int("rounds", 3, "indexes: rounds per variant (the median is reported)")
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's CPU profile here")
@@ -55,12 +59,14 @@ func main() {
 	switch mode {
 	case "ingest":
 		err = runIngest(*serverBin, *baseline, *profileBin, *clients, *duration, *streams)
+	case "steady":
+		err = runSteady(*serverBin, *clients, *rate, *duration)
 	case "indexes":
 		err = runIndexes(*duration, *rounds)
 	case "queries":
 		err = runQueries(*serverBin, *rows)
 	default:
-		err = fmt.Errorf("unknown mode %q: ingest, indexes or queries", mode)
+		err = fmt.Errorf("unknown mode %q: ingest, steady, indexes or queries", mode)
 	}
 	pprof.StopCPUProfile()
 	if err != nil {

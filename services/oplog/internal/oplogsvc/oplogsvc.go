@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -24,7 +25,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
-	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
@@ -188,23 +188,32 @@ func (s *Server) RegisterRelay(r server.Registrar, cfg Config) error {
 		return err
 	}
 	conn, err := grpc.NewClient(cfg.ProfileAddr, append(creds,
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
-		// Reconnect within seconds once ProfileService is back, not
-		// after gRPC's default of up to two minutes.
+		// The relay's health probes (every 200ms while it backs off)
+		// would each be a trace of their own.
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
+		// While ProfileService is down, try to reconnect at least every
+		// half second (600ms with jitter), not after gRPC's default of up
+		// to two minutes: the relay resumes once its health probe gets
+		// through on this connection, which should be within a second of
+		// ProfileService being back. An attempt against a server that is
+		// down is a refused connection.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
 			MinConnectTimeout: 5 * time.Second,
 		}))...)
 	if err != nil {
 		return fmt.Errorf("PROFILE_ADDR: %w", err)
 	}
-	rel := relay.New(s.store, profilev1.NewProfileServiceClient(conn), relay.Config{
+	rel := relay.New(s.store, conn, relay.Config{
 		BatchSize:       cfg.LoginRelayBatch,
 		PollInterval:    cfg.LoginRelayInterval,
 		StandbyInterval: min(5*cfg.LoginRelayInterval, 5*time.Second),
 		InitialBackoff:  200 * time.Millisecond,
-		MaxBackoff:      30 * time.Second,
-		CallTimeout:     30 * time.Second,
+		// The cap spares a ProfileService that is up but failing
+		// deliveries; after an outage the health probe ends the wait.
+		MaxBackoff:  30 * time.Second,
+		HealthProbe: 200 * time.Millisecond,
+		CallTimeout: 30 * time.Second,
 	}, r.Logger)
 	if err := registerAll(r.Metrics, rel.Collectors()); err != nil {
 		_ = conn.Close()

@@ -5,7 +5,9 @@
 // (a session advisory lock); the others stand by and take over when its
 // connection ends. A crash between delivery and deletion resends entries
 // that ProfileService recognises by event_id, so nothing is counted twice
-// and nothing acknowledged by the log is lost.
+// and nothing acknowledged by the log is lost. After a failed delivery the
+// relay backs off, but resends as soon as a ProfileService that was down
+// answers its health check again.
 package relay
 
 import (
@@ -22,7 +24,10 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
@@ -42,6 +47,15 @@ type Config struct {
 	StandbyInterval time.Duration
 	// InitialBackoff and MaxBackoff bound the waits after failed calls.
 	InitialBackoff, MaxBackoff time.Duration
+	// HealthProbe is how often the relay asks ProfileService's health
+	// while it waits after a failed delivery, and how long one answer may
+	// take. Once ProfileService, found unreachable or NOT_SERVING during
+	// such waits, answers SERVING, the relay stops waiting and resends at
+	// once with its backoff back at InitialBackoff: a backoff that grew
+	// during an outage does not delay the recovery. A ProfileService that
+	// answers SERVING all along but fails deliveries gets the full
+	// backoff. 0: no probes; every backoff is waited out.
+	HealthProbe time.Duration
 	// CallTimeout bounds one call to ProfileService.
 	CallTimeout time.Duration
 }
@@ -56,6 +70,7 @@ var tracer = otel.Tracer("github.com/platforma/platforma/services/oplog/internal
 type Relay struct {
 	store   *store.Store
 	profile profilev1.ProfileServiceClient
+	health  healthgrpc.HealthClient
 	cfg     Config
 	log     *slog.Logger
 
@@ -65,8 +80,10 @@ type Relay struct {
 	backlog      *metrics.Polled
 }
 
-// New returns a relay that delivers st's outbox to profile.
-func New(st *store.Store, profile profilev1.ProfileServiceClient, cfg Config, log *slog.Logger) *Relay {
+// New returns a relay that delivers st's outbox to ProfileService over
+// conn, and asks ProfileService's health over the same connection: its
+// answers are about the path the deliveries take.
+func New(st *store.Store, conn grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Relay {
 	ns := metrics.Namespace
 	backlog := prometheus.NewDesc(ns+"_login_outbox_backlog",
 		"Login outcomes stored in the log and not yet applied by ProfileService. Read from the database: every replica reports the same value, aggregate with max.",
@@ -78,7 +95,8 @@ func New(st *store.Store, profile profilev1.ProfileServiceClient, cfg Config, lo
 		nil, nil)
 	return &Relay{
 		store:   st,
-		profile: profile,
+		profile: profilev1.NewProfileServiceClient(conn),
+		health:  healthgrpc.NewHealthClient(conn),
 		cfg:     cfg,
 		log:     log,
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
@@ -134,6 +152,10 @@ func (r *Relay) Run(ctx context.Context) {
 // lead delivers until ctx ends or the relay connection fails.
 func (r *Relay) lead(ctx context.Context, conn *store.RelayConn) {
 	backoff := r.cfg.InitialBackoff
+	// down: a health probe found ProfileService unreachable or not
+	// serving since the last whole batch or the last wake. Only then does
+	// SERVING mean it is back; otherwise it was serving all along.
+	down := false
 	for ctx.Err() == nil {
 		entries, err := conn.Pending(ctx, r.cfg.BatchSize)
 		if err != nil {
@@ -153,17 +175,88 @@ func (r *Relay) lead(ctx context.Context, conn *store.RelayConn) {
 			return
 		}
 		if done == len(entries) {
-			backoff = r.cfg.InitialBackoff
+			backoff, down = r.cfg.InitialBackoff, false
 			continue
 		}
 		// Some entries are still waiting (a failed call, or items
 		// ProfileService could not apply yet): back off before resending.
-		if !sleep(ctx, jitter(backoff)) {
+		woke, ok := r.backOff(ctx, jitter(backoff), &down)
+		if !ok {
 			return
+		}
+		if woke {
+			r.log.Info("login relay: ProfileService is serving again; resuming", "backoff", backoff.String())
+			backoff = r.cfg.InitialBackoff
+			continue
 		}
 		backoff = min(2*backoff, r.cfg.MaxBackoff)
 	}
 }
+
+// backOff waits d, asking ProfileService's health every HealthProbe
+// meanwhile. It returns early, woke, when ProfileService answers SERVING
+// after a probe had found it down (*down, which it updates); ok is false
+// when ctx ended.
+func (r *Relay) backOff(ctx context.Context, d time.Duration, down *bool) (woke, ok bool) {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		// A probe cut short by the deadline would say nothing; the rest
+		// of the wait is slept.
+		if r.cfg.HealthProbe <= 0 || left < r.cfg.HealthProbe {
+			return false, sleep(ctx, left)
+		}
+		began := time.Now()
+		switch r.probe(ctx) {
+		case healthServing:
+			if *down {
+				*down = false
+				return true, true
+			}
+		case healthDown:
+			*down = true
+		}
+		if !sleep(ctx, r.cfg.HealthProbe-time.Since(began)) {
+			return false, false
+		}
+	}
+}
+
+// probeResult is what a health probe learnt about ProfileService.
+type probeResult int
+
+const (
+	// healthUnknown: no answer in time, or an error that says nothing
+	// about an outage. A slow answer is no sign of one, and a wake after
+	// it would let an overloaded ProfileService skip the backoff meant to
+	// spare it.
+	healthUnknown probeResult = iota
+	healthServing
+	// healthDown: unreachable (the connection is down or refused), or it
+	// answered that it is not serving.
+	healthDown
+)
+
+// probe asks ProfileService's health, waiting at most HealthProbe. While
+// the connection is down the call fails at once (UNAVAILABLE); gRPC
+// reconnects in the background, and the first probe after it has
+// succeeded gets through.
+func (r *Relay) probe(ctx context.Context) probeResult {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.HealthProbe)
+	defer cancel()
+	resp, err := r.health.Check(ctx, &healthgrpc.HealthCheckRequest{Service: profileService})
+	switch {
+	case err == nil && resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING:
+		return healthServing
+	case err == nil, status.Code(err) == codes.Unavailable:
+		return healthDown
+	default:
+		return healthUnknown
+	}
+}
+
+// profileService is the name ProfileService's health is reported under.
+var profileService = profilev1.ProfileService_ServiceDesc.ServiceName
 
 // deliverBatch delivers entries and, in one span, deletes those applied
 // and moves those refused for good to the dead letters. It returns how

@@ -391,7 +391,7 @@ func TestTraceFromWorkerThroughIngestAndRelayIntoProfiles(t *testing.T) {
 	conn, err := oplogclient.Dial(op.Addr, op.DialOptions()...)
 	require.NoError(t, err)
 	defer conn.Close()
-	client, err := oplogclient.New(conn, oplogclient.WithFlushInterval(10*time.Millisecond))
+	client, err := oplogclient.New(conn, oplogclient.WithLinger(10*time.Millisecond))
 	require.NoError(t, err)
 
 	user := uuid.NewString()
