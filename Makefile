@@ -92,7 +92,7 @@ test: lint check-observability ## lint, observability checks, every module's tes
 # the database down for 20 s, ProfileService killed, the relay killed
 # mid-delivery), then checks every entry by id. The package carries the build
 # tag `faults`, so `make test` and `make lint`'s go vet never compile it;
-# this target vets it. About 3 minutes on two cores. FAULTS_RUN=<regexp>
+# this target vets it. About 4 minutes on two cores. FAULTS_RUN=<regexp>
 # runs only the matching scenarios.
 FAULTS_RUN ?= .
 .PHONY: test-faults
@@ -123,9 +123,9 @@ fuzz: ## short fuzz run of every fuzz target
 # Benchmarks: each prints ns/op and its own figures (ops/s, p50/p99). One
 # package at a time, so benchmarks do not compete for the two cores.
 BENCH_COUNT ?= 1
-BENCH_PACKAGES := ./services/profile/internal/profilesvc/ ./services/reviewmeta/internal/reviewmetasvc/ ./services/oplog/oplogclient/
+BENCH_PACKAGES := ./services/profile/internal/profilesvc/ ./services/reviewmeta/internal/reviewmetasvc/
 .PHONY: bench
-bench: bench-oplog bench-queries ## run all benchmarks (several minutes; BENCH_COUNT=3 repeats each)
+bench: bench-oplog bench-sdk bench-queries ## run all benchmarks (several minutes; BENCH_COUNT=3 repeats each)
 	@for p in $(BENCH_PACKAGES); do \
 		go test -run '^$$' -bench . -benchtime 5s -count $(BENCH_COUNT) -timeout 90m $$p || exit 1; done
 
@@ -138,6 +138,12 @@ bench-oplog: build ## OpLog write path end to end: raw COPY vs SDK to server to 
 		git worktree remove --force .tools/baseline; fi
 	bin/oplogbench ingest -server bin/oplog $(if $(BASELINE_REV),-baseline bin/oplog-baseline)
 	bin/oplogbench indexes -duration 10s -rounds 3
+
+.PHONY: bench-sdk
+bench-sdk: build ## the worker SDK: batching at a steady 6,000 entries/s, Log's cost, the spool's write and replay rates
+	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
+	bin/oplogbench steady -server bin/oplog -clients 4 -rate 6000 -duration 30s
+	go test -run '^$$' -bench 'BenchmarkLog|BenchmarkSpool' -benchtime 2s -count $(BENCH_COUNT) ./services/oplog/oplogclient/
 
 .PHONY: bench-queries
 bench-queries: build ## OpLog queries on 10M rows: RPCs against raw SQL over the log

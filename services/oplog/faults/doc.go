@@ -7,7 +7,8 @@
 // kill -9 of a service, a Postgres restart, a SIGTERM, acknowledgements
 // lost in transit, the database down under load, ProfileService down while
 // the login outbox fills, OpLogService killed between a relay delivery and
-// its delete — then checks, entry by entry, what the README promises:
+// its delete, the database down for a minute under SDK clients with a disk
+// spool, a worker with a spool killed with -9 — then checks, entry by entry, what the README promises:
 // nothing acknowledged is missing, nothing is stored twice, the SDK's
 // counters account for every entry, memory stays bounded, and every stored
 // login is counted once in its profile.
@@ -27,6 +28,13 @@
 // Ingest message it sends (id and key of each row) and, when the server's
 // answer arrives, marks those rows acknowledged. That is exactly when the
 // SDK counts them (Stats().Acknowledged). Entries never acknowledged were
-// dropped by the SDK's bounded buffer or failed; the suite reconciles them
-// by the set difference and the SDK's counters.
+// dropped by the SDK's bounded buffer or failed, or lost to or left in its
+// disk spool; the suite reconciles them by the set difference and the
+// SDK's counters. A spooled batch is replayed over the same connection, so
+// the interceptor sees its resend and acknowledgement like any other.
+//
+// The spool's promise across a crash needs a worker that can be killed
+// with SIGKILL: the test binary runs itself as one (worker.go), and
+// reports on its stdout which keys it had logged when, so that the parent
+// can tell, after the kill, which entries had to survive it.
 package faults

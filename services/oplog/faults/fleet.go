@@ -26,6 +26,10 @@ type fleetConfig struct {
 	logins    float64 // share of entries that are logins (CHECK_LOGIN/VALIDATE_SESSION with an account)
 	// flushSize and bufferSize: 0 keeps the SDK's defaults (500, 10,000).
 	flushSize, bufferSize int
+	// spoolBytes > 0 gives each producer a disk spool of that size in a
+	// directory of its own (WithSpool), fresh for the scenario: whatever
+	// the spool replays was logged by this fleet.
+	spoolBytes int64
 }
 
 func (c fleetConfig) effectiveFlushSize() int {
@@ -61,6 +65,9 @@ type Fleet struct {
 
 	// rejectedCallbacks counts OnRejected calls (none expected).
 	rejectedCallbacks atomic.Int64
+	// Acknowledged flushes (OnFlush) and their rows: from memory, and
+	// replays from the spool.
+	flushes, flushRows, replays, replayRows atomic.Int64
 
 	// Peaks since Start: one producer's InBuffer, and this process's heap.
 	peakInBuffer atomic.Int64
@@ -80,6 +87,7 @@ type producer struct {
 	conn   *grpc.ClientConn
 	client *oplogclient.Client
 	rng    *rand.Rand
+	spool  string       // its spool directory ("" without one)
 	next   int32        // next key number (only the producer's goroutine writes it)
 	logged atomic.Int32 // Log calls made
 	stats  oplogclient.Stats
@@ -98,6 +106,7 @@ func newFleet(t *testing.T, addr string, cfg fleetConfig) *Fleet {
 		}
 		opts := []oplogclient.Option{
 			oplogclient.OnRejected(func(oplogclient.Rejected) { f.rejectedCallbacks.Add(1) }),
+			oplogclient.OnFlush(f.countFlush),
 		}
 		if cfg.flushSize > 0 {
 			opts = append(opts, oplogclient.WithFlushSize(cfg.flushSize))
@@ -105,12 +114,17 @@ func newFleet(t *testing.T, addr string, cfg fleetConfig) *Fleet {
 		if cfg.bufferSize > 0 {
 			opts = append(opts, oplogclient.WithBufferSize(cfg.bufferSize))
 		}
+		var spool string
+		if cfg.spoolBytes > 0 {
+			spool = t.TempDir()
+			opts = append(opts, oplogclient.WithSpool(spool, cfg.spoolBytes))
+		}
 		client, err := oplogclient.New(conn, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.producers = append(f.producers, &producer{
-			idx: int32(i), conn: conn, client: client,
+			idx: int32(i), conn: conn, client: client, spool: spool,
 			user: fmt.Sprintf("0193a0c2-0000-7000-8000-%012d", 100+i),
 			rng:  rand.New(rand.NewPCG(uint64(i), 42)),
 		})
@@ -128,6 +142,17 @@ func newFleet(t *testing.T, addr string, cfg fleetConfig) *Fleet {
 		}
 	})
 	return f
+}
+
+// countFlush counts an acknowledged flush (called by the SDK's goroutines).
+func (f *Fleet) countFlush(r oplogclient.FlushResult) {
+	if r.FromSpool {
+		f.replays.Add(1)
+		f.replayRows.Add(int64(r.Rows))
+		return
+	}
+	f.flushes.Add(1)
+	f.flushRows.Add(int64(r.Rows))
 }
 
 // Start begins logging.
@@ -337,6 +362,35 @@ func (f *Fleet) waitCaughtUp(t0 time.Time, timeout time.Duration) time.Duration 
 	waitFor(f.t, timeout, fmt.Sprintf("every producer's backlog to fall to %d entries or fewer", limit), func() bool {
 		for _, p := range f.producers {
 			if p.client.Stats().InBuffer > limit {
+				return false
+			}
+		}
+		return true
+	})
+	return time.Since(t0)
+}
+
+// spoolTotals sums the producers' spool counters now: entries and bytes
+// waiting, and the age of the oldest entry of any.
+func (f *Fleet) spoolTotals() (entries, bytes int64, oldest time.Duration) {
+	for _, p := range f.producers {
+		st := p.client.Stats()
+		entries += st.SpoolEntries
+		bytes += st.SpoolBytes
+		oldest = max(oldest, st.SpoolOldest)
+	}
+	return entries, bytes, oldest
+}
+
+// waitSpoolsDrained waits until every producer's spool is empty and its
+// memory holds no more than two flushes' worth, and returns how long that
+// took from t0.
+func (f *Fleet) waitSpoolsDrained(t0 time.Time, timeout time.Duration) time.Duration {
+	f.t.Helper()
+	limit := int64(2 * f.cfg.effectiveFlushSize())
+	waitFor(f.t, timeout, "every producer's spool to be replayed", func() bool {
+		for _, p := range f.producers {
+			if st := p.client.Stats(); st.SpoolEntries > 0 || st.InBuffer > limit {
 				return false
 			}
 		}

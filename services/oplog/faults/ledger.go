@@ -84,8 +84,10 @@ type Ledger struct {
 	// anomalies are impossibilities seen on the wire: a key sent under two
 	// ids, a row without a key, an answer whose counts do not add up.
 	anomalies []string
-	// ackTimes are the times of successful answers, for recovery times.
+	// ackTimes are the times of successful answers, for recovery times;
+	// ackBy the producer each answered (of its first row; -1 if unknown).
 	ackTimes []time.Time
+	ackBy    []int32
 	// ackedRows counts the rows of successful answers (a row acknowledged
 	// twice counts twice); duplicates the server's duplicate counts.
 	ackedRows, duplicates int64
@@ -121,7 +123,15 @@ func (l *Ledger) noteSent(rows []wireRow) {
 func (l *Ledger) noteAnswer(rows []wireRow, resp *oplogv1.IngestResponse) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	by := int32(-1)
+	for _, r := range rows {
+		if r.ok {
+			by = r.key.p
+			break
+		}
+	}
 	l.ackTimes = append(l.ackTimes, time.Now())
+	l.ackBy = append(l.ackBy, by)
 	refused := map[string]bool{}
 	for _, r := range resp.GetRejected() {
 		refused[r.GetId()] = true
@@ -161,6 +171,21 @@ func (l *Ledger) firstAckAfter(t time.Time) time.Time {
 		return l.ackTimes[i]
 	}
 	return time.Time{}
+}
+
+// firstAckAfterBy is, per producer, the time of its first acknowledgement
+// after t (producers without one since are absent).
+func (l *Ledger) firstAckAfterBy(t time.Time) map[int32]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[int32]time.Time{}
+	i := sort.Search(len(l.ackTimes), func(i int) bool { return l.ackTimes[i].After(t) })
+	for ; i < len(l.ackTimes); i++ {
+		if _, ok := out[l.ackBy[i]]; !ok {
+			out[l.ackBy[i]] = l.ackTimes[i]
+		}
+	}
+	return out
 }
 
 // ackCount is the number of successful answers so far.

@@ -5,6 +5,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,9 @@ type Report struct {
 
 	// SDK counters, summed over the producers (after Close).
 	Enqueued, Acked, Duplicates, Rejected, Dropped, Failed, Retries int64
+	// The spool's counters (producers with WithSpool), summed likewise;
+	// SpoolLeft is what was still in the spools after Close.
+	Spooled, SpoolReplayed, SpoolDropped, SpoolCorrupt, SpoolLeft int64
 	// Raw (non-SDK) streams: rows sent and acknowledged.
 	RawRows, RawAcked int64
 
@@ -54,7 +58,8 @@ func (r *Report) figure(format string, args ...any) {
 type verifyOptions struct {
 	logins bool // outbox drained, each stored login counted once in its profile
 	// expectNoLoss: every entry must be acknowledged (no drops, no
-	// failures), for scenarios whose faults the buffer outlasts.
+	// failures, nothing lost to or left in a spool), for scenarios whose
+	// faults the buffer or the spool outlasts.
 	expectNoLoss bool
 }
 
@@ -94,15 +99,41 @@ func verify(ctx context.Context, e *Env, f *Fleet, opts verifyOptions) *Report {
 		r.Dropped += st.Dropped
 		r.Failed += st.Failed
 		r.Retries += st.Retries
+		r.Spooled += st.Spooled
+		r.SpoolReplayed += st.SpoolReplayed
+		r.SpoolDropped += st.SpoolDropped
+		r.SpoolCorrupt += st.SpoolCorrupt
+		r.SpoolLeft += st.SpoolEntries
+		// Entries that are neither acknowledged, refused, dropped from
+		// memory nor failed were lost to the spool (dropped when full, or
+		// a failed write) or are still in it after Close. Without a spool
+		// both are zero. Each fleet's spool starts empty, so everything
+		// the spool replayed was enqueued by this producer and is counted
+		// in Acknowledged like any other entry.
+		spoolLost := st.SpoolDropped + st.SpoolEntries
 		if st.Enqueued != logged {
 			r.problem("producer %d: SDK enqueued %d, the producer logged %d", p.idx, st.Enqueued, logged)
 		}
 		if st.InBuffer != 0 {
 			r.problem("producer %d: %d entries still in the SDK after Close", p.idx, st.InBuffer)
 		}
-		if sum := st.Acknowledged + st.Rejected + st.Dropped + st.Failed; sum != st.Enqueued {
-			r.problem("producer %d: acknowledged %d + rejected %d + dropped %d + failed %d = %d, not the %d enqueued",
-				p.idx, st.Acknowledged, st.Rejected, st.Dropped, st.Failed, sum, st.Enqueued)
+		if sum := st.Acknowledged + st.Rejected + st.Dropped + st.Failed + spoolLost; sum != st.Enqueued {
+			r.problem("producer %d: acknowledged %d + rejected %d + dropped %d + failed %d + lost to or left in the spool %d = %d, not the %d enqueued",
+				p.idx, st.Acknowledged, st.Rejected, st.Dropped, st.Failed, spoolLost, sum, st.Enqueued)
+		}
+		if st.SpoolReplayed > st.Spooled {
+			r.problem("producer %d: %d entries replayed from the spool, more than the %d written to it", p.idx, st.SpoolReplayed, st.Spooled)
+		}
+		// Nothing here crashes mid-write, so no record can be damaged.
+		if st.SpoolCorrupt != 0 {
+			r.problem("producer %d: %d damaged spool records or segment tails", p.idx, st.SpoolCorrupt)
+		}
+		if p.spool != "" && st.SpoolEntries == 0 {
+			// A drained spool keeps no segment files: leftovers would be
+			// replayed again by the next client on the directory.
+			if left, _ := filepath.Glob(filepath.Join(p.spool, "*.seg")); len(left) > 0 {
+				r.problem("producer %d: the spool is empty but %d segment files are left in it", p.idx, len(left))
+			}
 		}
 		// Id by id: what the wire saw acknowledged is what the SDK counted.
 		if ackedBy[p.idx] != st.Acknowledged {
@@ -112,20 +143,23 @@ func verify(ctx context.Context, e *Env, f *Fleet, opts verifyOptions) *Report {
 			r.problem("producer %d: %d entries refused on the wire, the SDK counted %d", p.idx, rejectedBy[p.idx], st.Rejected)
 		}
 		// The rest, by the set difference: never acknowledged entries are
-		// exactly the dropped and failed ones; a dropped entry was never
-		// sent, a failed one may have been.
+		// exactly the dropped, failed and spool-lost ones; a dropped entry
+		// was never sent, a failed one may have been, and so may one the
+		// spool lost (its first attempt failed before it was spooled).
 		unacked := logged - ackedBy[p.idx] - rejectedBy[p.idx]
-		if unacked != st.Dropped+st.Failed {
-			r.problem("producer %d: %d entries never acknowledged, the SDK counted %d dropped + %d failed", p.idx, unacked, st.Dropped, st.Failed)
+		if unacked != st.Dropped+st.Failed+spoolLost {
+			r.problem("producer %d: %d entries never acknowledged, the SDK counted %d dropped + %d failed + %d lost to or left in the spool",
+				p.idx, unacked, st.Dropped, st.Failed, spoolLost)
 		}
 		neverSent := unacked - sentBy[p.idx]
 		r.NeverSent += neverSent
-		if neverSent < st.Dropped || neverSent > st.Dropped+st.Failed {
-			r.problem("producer %d: %d entries never sent, not between dropped %d and dropped + failed %d",
-				p.idx, neverSent, st.Dropped, st.Dropped+st.Failed)
+		if neverSent < st.Dropped || neverSent > st.Dropped+st.Failed+spoolLost {
+			r.problem("producer %d: %d entries never sent, not between dropped %d and dropped + failed + spool-lost %d",
+				p.idx, neverSent, st.Dropped, st.Dropped+st.Failed+spoolLost)
 		}
-		if opts.expectNoLoss && (st.Dropped != 0 || st.Failed != 0) {
-			r.problem("producer %d: %d dropped and %d failed; this fault should cost no entry", p.idx, st.Dropped, st.Failed)
+		if opts.expectNoLoss && (st.Dropped != 0 || st.Failed != 0 || spoolLost != 0) {
+			r.problem("producer %d: %d dropped, %d failed, %d dropped by the spool and %d left in it; this fault should cost no entry",
+				p.idx, st.Dropped, st.Failed, st.SpoolDropped, st.SpoolEntries)
 		}
 	}
 	if n := f.rejectedCallbacks.Load(); n != r.Rejected {
@@ -259,9 +293,10 @@ func checkStored(ctx context.Context, e *Env, l *Ledger, r *Report, enqueued fun
 		r.problem("stored entries that were never sent under that id, e.g. %s", strings.Join(neverSent, ", "))
 	}
 	// A stored, unacknowledged entry was sent and then given up on: the
-	// SDK must have counted it failed.
-	if r.StoredUnacked > r.Failed {
-		r.problem("%d entries stored without acknowledgement, more than the %d the SDK counted failed", r.StoredUnacked, r.Failed)
+	// SDK must have counted it failed, or its spool lost it after a first
+	// attempt that the server committed but never answered in time.
+	if lost := r.Failed + r.SpoolDropped + r.SpoolLeft; r.StoredUnacked > lost {
+		r.problem("%d entries stored without acknowledgement, more than the %d the SDK counted failed or lost to its spool", r.StoredUnacked, lost)
 	}
 	return nil
 }
@@ -358,6 +393,10 @@ func (r *Report) finish(t *testing.T) {
 	t.Helper()
 	t.Logf("entries: enqueued %d, acknowledged %d (of which duplicates %d), rejected %d, dropped %d, failed %d; retries %d",
 		r.Enqueued, r.Acked, r.Duplicates, r.Rejected, r.Dropped, r.Failed, r.Retries)
+	if r.Spooled > 0 || r.SpoolDropped > 0 || r.SpoolCorrupt > 0 {
+		t.Logf("spool: %d entries written, %d replayed and acknowledged, %d dropped, %d damaged records, %d left after Close",
+			r.Spooled, r.SpoolReplayed, r.SpoolDropped, r.SpoolCorrupt, r.SpoolLeft)
+	}
 	if r.RawRows > 0 {
 		t.Logf("raw streams: %d rows sent, %d acknowledged", r.RawRows, r.RawAcked)
 	}
@@ -396,6 +435,6 @@ func printSummary(total time.Duration) {
 			result = "BROKEN"
 		}
 		fmt.Printf("%-40s %9d %9d %6d %8d %6d %7d %6d %9s %8s\n", r.Name, r.Enqueued+r.RawRows, r.Acked+r.RawAcked, r.Duplicates,
-			r.Dropped, r.Failed, r.Missing, r.DupByID+r.DupByKey, mib(r.PeakServerRSS), result)
+			r.Dropped+r.SpoolDropped, r.Failed, r.Missing, r.DupByID+r.DupByKey, mib(r.PeakServerRSS), result)
 	}
 }

@@ -241,13 +241,24 @@ func (c *Client) waitRetry(d time.Duration, watchHealth bool) (woke, stopped boo
 		defer t.Stop()
 		probe = t.C
 	}
-	for {
+	for probes := 0; ; {
 		select {
 		case <-timer.C:
 			return false, false
 		case <-c.stopping.Done():
 			return false, true
 		case <-probe:
+			// While the server is down, gRPC waits longer and longer
+			// between attempts to reconnect (up to two minutes by
+			// default), and a probe on a connection waiting to reconnect
+			// fails at once: without a nudge, a server that is back is
+			// only seen at gRPC's next attempt. Every other probe asks
+			// for an attempt now, so a server that is back is reached
+			// within half a second or so.
+			if probes%2 == 0 && c.reconnect != nil {
+				c.reconnect.ResetConnectBackoff()
+			}
+			probes++
 			if c.serving() {
 				return true, false
 			}
@@ -407,9 +418,9 @@ func appendLog(b []byte, r *record) []byte {
 	str(9, validate.Message.Sanitize(e.ErrorMessage))
 	if e.ExecutionTime > 0 {
 		b = protowire.AppendTag(b, 10, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(min(e.ExecutionTime.Milliseconds(), 24*60*60*1000))) // sub-millisecond is 0
+		b = protowire.AppendVarint(b, uint64(min(e.ExecutionTime.Milliseconds(), wire.MaxExecutionTimeMs))) // sub-millisecond is 0
 	}
-	varint(11, uint64(min(max(e.RetryCount, 0), 10000)))
+	varint(11, uint64(min(max(e.RetryCount, 0), wire.MaxRetryCount)))
 	varint(12, uint64(e.AuthTypeDetected))
 	if e.SessionRefreshed {
 		varint(13, 1)
