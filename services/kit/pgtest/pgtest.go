@@ -49,18 +49,20 @@ import (
 	"github.com/platforma/platforma/services/kit/pgcluster"
 )
 
-// ClusterSettings are the server settings of throwaway clusters: durability
-// off (a crash loses nothing we care about), enough connections for
-// concurrency tests.
-var ClusterSettings = map[string]string{
-	"fsync":                      "off",
-	"synchronous_commit":         "off",
-	"full_page_writes":           "off",
-	"max_connections":            "300",
-	"shared_buffers":             "128MB",
-	"max_wal_size":               "1GB",
-	"log_min_messages":           "warning",
-	"log_min_duration_statement": "-1",
+// ClusterSettings returns the server settings of throwaway clusters:
+// durability off (a crash loses nothing we care about), enough connections
+// for concurrency tests. A new map each time: callers may change it.
+func ClusterSettings() map[string]string {
+	return map[string]string{
+		"fsync":                      "off",
+		"synchronous_commit":         "off",
+		"full_page_writes":           "off",
+		"max_connections":            "300",
+		"shared_buffers":             "128MB",
+		"max_wal_size":               "1GB",
+		"log_min_messages":           "warning",
+		"log_min_duration_statement": "-1",
+	}
 }
 
 type harness struct {
@@ -245,7 +247,7 @@ func clusterDir() (string, error) {
 func startCluster(ctx context.Context, dir string) (*pgcluster.Cluster, error) {
 	c, err := pgcluster.New(ctx, pgcluster.Options{
 		DataDir:           dir + "/data",
-		Settings:          ClusterSettings,
+		Settings:          ClusterSettings(),
 		ParentDeathSignal: syscall.SIGQUIT,
 	})
 	if err != nil {

@@ -40,6 +40,7 @@ import (
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -170,7 +171,7 @@ func WithBackoff(initial, max time.Duration) Option {
 	return func(o *options) { o.initialBackoff, o.maxBackoff = initial, max }
 }
 
-// WithRedactKeys replaces redact.DefaultKeys.
+// WithRedactKeys replaces the default words (redact.DefaultKeys).
 func WithRedactKeys(words ...string) Option { return func(o *options) { o.keys = redact.New(words) } }
 
 // OnRejected is called (from a flusher goroutine) for every entry the
@@ -211,8 +212,11 @@ func withClock(now func() time.Time) Option { return func(o *options) { o.now = 
 type Client struct {
 	rpc    oplogv1.OpLogServiceClient
 	health healthpb.HealthClient
-	opts   options
-	spool  *spool // nil without WithSpool
+	// reconnect is conn when it can be told to reconnect now (a
+	// *grpc.ClientConn does).
+	reconnect interface{ ResetConnectBackoff() }
+	opts      options
+	spool     *spool // nil without WithSpool
 	// down: with a spool, a delivery failed and none has succeeded since,
 	// so flushers spool batches without trying the server.
 	down atomic.Bool
@@ -269,8 +273,8 @@ func New(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
 	switch {
 	case o.bufferSize < 1:
 		return nil, errors.New("oplogclient: buffer size must be positive")
-	case o.flushSize < 1 || o.flushSize > maxRowsPerMessage:
-		return nil, fmt.Errorf("oplogclient: flush size must be between 1 and %d", maxRowsPerMessage)
+	case o.flushSize < 1 || o.flushSize > wire.MaxRowsPerMessage:
+		return nil, fmt.Errorf("oplogclient: flush size must be between 1 and %d", wire.MaxRowsPerMessage)
 	case o.flushers < 1 || o.linger <= 0 || o.initialBackoff <= 0 || o.maxBackoff < o.initialBackoff:
 		return nil, errors.New("oplogclient: flushers, linger and backoff must be positive")
 	case o.spoolDir != "" && o.spoolMaxBytes < 1<<20:
@@ -290,6 +294,9 @@ func New(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
 		closing:  make(chan struct{}),
 		flushed:  make(chan struct{}),
 		replayed: make(chan struct{}),
+	}
+	if r, ok := conn.(interface{ ResetConnectBackoff() }); ok {
+		c.reconnect = r
 	}
 	if o.spoolDir != "" {
 		sp, err := openSpool(o.spoolDir, o.spoolMaxBytes)
@@ -326,9 +333,6 @@ func New(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
 // spoolAttemptTimeout bounds one delivery attempt when a spool is there
 // to take the batch instead.
 const spoolAttemptTimeout = 5 * time.Second
-
-// maxRowsPerMessage is the server's limit on one Ingest message.
-const maxRowsPerMessage = 1000
 
 // Log buffers e. It never blocks on the network and never fails: problems
 // show up in Stats and the OnRejected callback.

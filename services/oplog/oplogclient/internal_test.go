@@ -171,7 +171,8 @@ func TestAppendLogIsStandardProtobuf(t *testing.T) {
 			ExecutionTime: 1500 * time.Millisecond, RetryCount: 3, AuthTypeDetected: commonv1.AuthType_AUTH_TYPE_NORMAL,
 			SessionRefreshed: true, ProxyUsed: "p", UserAgent: "ua",
 		},
-		request: encodePayload(map[string]any{"a": 1}, redact.Default()),
+		request:  encodePayload(map[string]any{"a": 1}, redact.Default()),
+		response: encodePayload(map[string]any{"status": "ok"}, redact.Default()),
 	}
 	var got oplogv1.OperationLog
 	require.NoError(t, proto.Unmarshal(appendLog(nil, &r), &got))
@@ -180,12 +181,22 @@ func TestAppendLogIsStandardProtobuf(t *testing.T) {
 		OperationType: oplogv1.OperationType_OPERATION_TYPE_ADD_REPLY, ResourceId: "r", Outcome: commonv1.Outcome_OUTCOME_FAILED,
 		ErrorCode: &code, ErrorType: "TIMEOUT", ErrorMessage: "m", ExecutionTimeMs: proto.Int64(1500), RetryCount: 3,
 		AuthTypeDetected: commonv1.AuthType_AUTH_TYPE_NORMAL, SessionRefreshed: true, ProxyUsed: "p", UserAgent: "ua",
-		RequestPayload: &structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewNumberValue(1)}},
-		TraceId:        "4bf90000000000000000000000000000",
-		SpanId:         "00f067aa0ba902b7",
-		CreateTime:     timestamppb.New(r.at),
+		RequestPayload:  &structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewNumberValue(1)}},
+		ResponseSummary: &structpb.Struct{Fields: map[string]*structpb.Value{"status": structpb.NewStringValue("ok")}},
+		TraceId:         "4bf90000000000000000000000000000",
+		SpanId:          "00f067aa0ba902b7",
+		CreateTime:      timestamppb.New(r.at),
 	}
 	assert.True(t, proto.Equal(want, &got), "got %v", &got)
+
+	// The encoder writes field numbers by hand: every field of the
+	// contract must be among them, or a field added to the proto would
+	// silently never be sent.
+	fields := got.ProtoReflect().Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		assert.True(t, got.ProtoReflect().Has(fd), "OperationLog.%s (field %d) is not sent by appendLog", fd.Name(), fd.Number())
+	}
 }
 
 func BenchmarkLog(b *testing.B) {

@@ -9,14 +9,16 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/platforma/platforma/services/kit/validate"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
-// Payload limits, a little under the server's (16 KiB as JSON, 16 levels),
-// so what the SDK sends is not refused for its size.
+// Payload limits, a little under the server's, so what the SDK sends is
+// not refused for its size: the SDK measures the encoded Struct, the
+// server the JSON it becomes, and the two differ by a little.
 const (
-	maxPayloadDepth = 15
-	maxPayloadBytes = 15 << 10
+	maxPayloadDepth = wire.MaxPayloadDepth - 1
+	maxPayloadBytes = wire.MaxPayloadBytes - 1<<10
 )
 
 // Payload keys and strings are free text (the server refuses invalid

@@ -93,7 +93,7 @@ func FuzzKeySpelling(f *testing.F) {
 	f.Add(uint8(30), []byte{2, 4, 1, 2, 7, 3, 2, 0})
 	keys := Default()
 	f.Fuzz(func(t *testing.T, word uint8, ops []byte) {
-		key := spell(DefaultKeys[int(word)%len(DefaultKeys)], ops)
+		key := spell(defaultWords[int(word)%len(defaultWords)], ops)
 		if !keys.Sensitive(key) || !keys.SensitiveBytes([]byte(key)) {
 			t.Fatalf("key %q (%+q) is not sensitive", key, key)
 		}

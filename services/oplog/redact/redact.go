@@ -31,6 +31,7 @@
 package redact
 
 import (
+	"slices"
 	"sync"
 	"unicode/utf8"
 )
@@ -39,12 +40,14 @@ import (
 // (string, number, object or array), and every secret found in a string.
 const Placeholder = "[REDACTED]"
 
-// DefaultKeys are the sensitive words used when none are configured:
+// DefaultKeys returns the sensitive words used when none are configured:
 // passwords, tokens (JWTs and bearer tokens too), secrets, API, access,
 // private and signing keys, credentials, auth and authorization, cookies
 // and sessions, one-time codes and PINs, card security codes and
-// connection strings.
-var DefaultKeys = []string{
+// connection strings. A new slice each time: callers may change it.
+func DefaultKeys() []string { return slices.Clone(defaultWords[:]) }
+
+var defaultWords = [...]string{
 	"password", "passwords", "passwd", "pwd", "pw", "pass", "passphrase", "passcode",
 	"secret", "secrets", "token", "tokens", "jwt", "bearer",
 	"apikey", "apikeys", "accesskey", "secretkey", "privatekey", "privkey", "signingkey",
@@ -91,9 +94,9 @@ func New(words []string) Keys {
 	return Keys{m: m}
 }
 
-var defaultKeys = sync.OnceValue(func() Keys { return New(DefaultKeys) })
+var defaultKeys = sync.OnceValue(func() Keys { return New(DefaultKeys()) })
 
-// Default is New(DefaultKeys).
+// Default is New(DefaultKeys()).
 func Default() Keys { return defaultKeys() }
 
 // Sensitive reports whether key names a secret.

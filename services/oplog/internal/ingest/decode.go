@@ -11,6 +11,7 @@ import (
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	"github.com/platforma/platforma/services/kit/validate"
 	"github.com/platforma/platforma/services/oplog/internal/store"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 )
 
 // ErrMalformed is a message that is not a valid IngestRequest encoding.
@@ -218,13 +219,13 @@ func (c *Converter) Convert(b []byte, now time.Time) (store.Row, *Rejection) {
 		r.ErrorCode = &code
 	}
 	if l.hasExecutionTime {
-		if l.executionTimeMs < 0 || l.executionTimeMs > MaxExecutionTimeMs {
+		if l.executionTimeMs < 0 || l.executionTimeMs > wire.MaxExecutionTimeMs {
 			return r, reject("execution_time_ms", "must be between 0 and 86400000 (24 hours)")
 		}
 		ms := l.executionTimeMs
 		r.ExecutionTimeMs = &ms
 	}
-	if l.retryCount < 0 || l.retryCount > MaxRetryCount {
+	if l.retryCount < 0 || l.retryCount > wire.MaxRetryCount {
 		return r, reject("retry_count", "must be between 0 and 10000")
 	}
 	r.RetryCount = int32(l.retryCount)

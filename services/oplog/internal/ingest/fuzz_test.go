@@ -10,6 +10,7 @@ import (
 
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	"github.com/platforma/platforma/services/kit/validate"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -84,7 +85,7 @@ func checkPayload(t *testing.T, keys redact.Keys, field string, p []byte) {
 	if p == nil {
 		return
 	}
-	if len(p) > MaxPayloadBytes || !json.Valid(p) || bytes.IndexByte(p, 0) >= 0 || bytes.Contains(p, []byte(`\u0000`)) {
+	if len(p) > wire.MaxPayloadBytes || !json.Valid(p) || bytes.IndexByte(p, 0) >= 0 || bytes.Contains(p, []byte(`\u0000`)) {
 		t.Fatalf("accepted %s that jsonb would refuse: %q", field, p)
 	}
 	var v any

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -17,8 +18,8 @@ import (
 // that the value rules find in strings and in keys' own text (see package
 // redact; what the SDK already redacted is left as it is). It refuses what
 // jsonb cannot store (text that is not UTF-8 or holds NUL, NaN and
-// infinities), payloads deeper than MaxPayloadDepth or larger than
-// MaxPayloadBytes, and malformed encodings; the reason is "" on success.
+// infinities), payloads deeper than wire.MaxPayloadDepth or larger than
+// wire.MaxPayloadBytes, and malformed encodings; the reason is "" on success.
 func encodePayload(structBytes []byte, keys redact.Keys) ([]byte, string) {
 	e := payloadEncoder{keys: keys, buf: make([]byte, 0, 2*len(structBytes)+16)}
 	e.object(structBytes, 1)
@@ -44,16 +45,16 @@ func (e *payloadEncoder) fail(reason string) {
 func (e *payloadEncoder) malformed() { e.fail("malformed google.protobuf.Struct") }
 
 func (e *payloadEncoder) tooBig() bool {
-	if len(e.buf) > MaxPayloadBytes {
-		e.fail("larger than " + strconv.Itoa(MaxPayloadBytes) + " bytes as JSON")
+	if len(e.buf) > wire.MaxPayloadBytes {
+		e.fail("larger than " + strconv.Itoa(wire.MaxPayloadBytes) + " bytes as JSON")
 		return true
 	}
 	return false
 }
 
 func (e *payloadEncoder) tooDeep(depth int) bool {
-	if depth > MaxPayloadDepth {
-		e.fail("nested deeper than " + strconv.Itoa(MaxPayloadDepth) + " levels")
+	if depth > wire.MaxPayloadDepth {
+		e.fail("nested deeper than " + strconv.Itoa(wire.MaxPayloadDepth) + " levels")
 		return true
 	}
 	return false

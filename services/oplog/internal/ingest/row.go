@@ -13,16 +13,6 @@ import (
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
-// Limits on one row that are not text (text fields follow the kinds of
-// services/kit/validate). The SDK keeps within them, so only other
-// clients meet them as rejections.
-const (
-	MaxPayloadBytes    = 16 << 10 // each of request_payload and response_summary, as JSON
-	MaxPayloadDepth    = 16
-	MaxExecutionTimeMs = 24 * 60 * 60 * 1000
-	MaxRetryCount      = 10000
-)
-
 // Window is the range of create_time accepted at a given moment.
 type Window struct {
 	// Backfill is how old a row may be.

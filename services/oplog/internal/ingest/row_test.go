@@ -19,6 +19,7 @@ import (
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	"github.com/platforma/platforma/services/kit/validate"
+	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
 
@@ -88,7 +89,7 @@ func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
 		{"long proxy", func(l *oplogv1.OperationLog) { l.ProxyUsed = strings.Repeat("p", validate.Identifier.MaxBytes()+1) }, "proxy_used"},
 		{"long resource", func(l *oplogv1.OperationLog) { l.ResourceId = strings.Repeat("r", validate.Identifier.MaxBytes()+1) }, "resource_id"},
 		{"negative duration", func(l *oplogv1.OperationLog) { l.ExecutionTimeMs = proto.Int64(-1) }, "execution_time_ms"},
-		{"huge duration", func(l *oplogv1.OperationLog) { l.ExecutionTimeMs = proto.Int64(MaxExecutionTimeMs + 1) }, "execution_time_ms"},
+		{"huge duration", func(l *oplogv1.OperationLog) { l.ExecutionTimeMs = proto.Int64(wire.MaxExecutionTimeMs + 1) }, "execution_time_ms"},
 		{"negative retries", func(l *oplogv1.OperationLog) { l.RetryCount = -1 }, "retry_count"},
 		{"bad trace id", func(l *oplogv1.OperationLog) { l.TraceId = "xyz" }, "trace_id"},
 		{"zero trace id", func(l *oplogv1.OperationLog) { l.TraceId = strings.Repeat("0", 32) }, "trace_id"},
@@ -106,8 +107,8 @@ func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
 			l.RequestPayload = &structpb.Struct{Fields: map[string]*structpb.Value{"l": structpb.NewListValue(&structpb.ListValue{
 				Values: []*structpb.Value{structpb.NewNumberValue(1), structpb.NewNumberValue(math.Inf(1))}})}}
 		}, "request_payload"},
-		{"too deep", func(l *oplogv1.OperationLog) { l.RequestPayload = nested(MaxPayloadDepth + 1) }, "request_payload"},
-		{"too big", func(l *oplogv1.OperationLog) { l.RequestPayload = str(strings.Repeat("b", MaxPayloadBytes)) }, "request_payload"},
+		{"too deep", func(l *oplogv1.OperationLog) { l.RequestPayload = nested(wire.MaxPayloadDepth + 1) }, "request_payload"},
+		{"too big", func(l *oplogv1.OperationLog) { l.RequestPayload = str(strings.Repeat("b", wire.MaxPayloadBytes)) }, "request_payload"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,7 +128,7 @@ func TestConvertKeepsGoodRows(t *testing.T) {
 	l.ErrorMessage = "line one\nline two\ttabbed — ünïcode"
 	l.ExecutionTimeMs = proto.Int64(0)
 	l.ErrorCode = proto.Int32(-7)
-	l.RequestPayload = nested(MaxPayloadDepth)
+	l.RequestPayload = nested(wire.MaxPayloadDepth)
 	l.CreateTime = timestamppb.New(now.Add(-35*24*time.Hour + time.Second).Add(1234 * time.Nanosecond))
 	r, rej := converter.Convert(marshal(t, l), now)
 	require.Nil(t, rej)

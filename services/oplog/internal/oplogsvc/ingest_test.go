@@ -293,7 +293,7 @@ func TestRowsLandInTheirMonthsPartition(t *testing.T) {
 func TestStreamLimits(t *testing.T) {
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), time.Now)
-	big := make([]*oplogv1.OperationLog, oplogsvc.MaxRowsPerMessage+1)
+	big := make([]*oplogv1.OperationLog, wire.MaxRowsPerMessage+1)
 	for i := range big {
 		big[i] = row(time.Now())
 	}
@@ -301,8 +301,8 @@ func TestStreamLimits(t *testing.T) {
 	assert.Equal(t, []string{"logs"}, apptest.ViolatedFields(t, err))
 
 	var messages [][]*oplogv1.OperationLog
-	for i := 0; i <= oplogsvc.MaxRowsPerStream/oplogsvc.MaxRowsPerMessage; i++ {
-		messages = append(messages, big[:oplogsvc.MaxRowsPerMessage])
+	for i := 0; i <= wire.MaxRowsPerStream/wire.MaxRowsPerMessage; i++ {
+		messages = append(messages, big[:wire.MaxRowsPerMessage])
 	}
 	_, err = send(context.Background(), client, messages...)
 	assert.Equal(t, []string{"logs"}, apptest.ViolatedFields(t, err))

@@ -37,10 +37,6 @@ import (
 
 // Limits of one Ingest stream.
 const (
-	// MaxRowsPerMessage bounds one IngestRequest.
-	MaxRowsPerMessage = 1000
-	// MaxRowsPerStream bounds one stream (and so its response).
-	MaxRowsPerStream = 10000
 	// futureSkew is how far ahead of the server's clock create_time may be.
 	futureSkew = 5 * time.Minute
 )
@@ -80,7 +76,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Backfill:     35 * 24 * time.Hour,
-		RedactKeys:   strings.Join(redact.DefaultKeys, ","),
+		RedactKeys:   strings.Join(redact.DefaultKeys(), ","),
 		BatchRows:    5000,
 		BatchDelay:   5 * time.Millisecond,
 		Writers:      2,
@@ -360,11 +356,11 @@ func (s *Server) decodeMessage(ctx context.Context, frame *wire.Frame, index *in
 	if err != nil {
 		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", err.Error()))
 	}
-	if len(logs) > MaxRowsPerMessage {
-		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per message", MaxRowsPerMessage)))
+	if len(logs) > wire.MaxRowsPerMessage {
+		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per message", wire.MaxRowsPerMessage)))
 	}
-	if *index+int64(len(logs)) > MaxRowsPerStream {
-		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per stream; open another stream", MaxRowsPerStream)))
+	if *index+int64(len(logs)) > wire.MaxRowsPerStream {
+		return nil, apierr.InvalidArgument(apierr.FieldViolation("logs", fmt.Sprintf("at most %d rows per stream; open another stream", wire.MaxRowsPerStream)))
 	}
 	now := s.now()
 	rows := make([]store.Row, 0, len(logs))

@@ -4,13 +4,15 @@ package stats
 
 import "sort"
 
-// Bounds are the upper bounds (ms, exclusive) of the latency buckets; the
-// last bucket has none. They are part of the stored data: changing them
-// needs a migration that rebuilds the roll-ups.
-var Bounds = []int64{50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000}
+// Buckets is the number of latency buckets: one per bound, and one beyond
+// the last.
+const Buckets = len(bounds) + 1
 
-// Buckets is the number of buckets: one per bound, and one beyond the last.
-var Buckets = len(Bounds) + 1
+// bounds are the upper bounds (ms, exclusive) of the latency buckets; the
+// last bucket has none. They are part of the stored data: changing them
+// needs a migration that rebuilds the roll-ups. An array, so that nothing
+// can change them at run time; BucketRange reads them.
+var bounds = [...]int64{50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000}
 
 // lastBucketWidth is how wide the open last bucket is taken to be when a
 // percentile falls into it.
@@ -18,16 +20,16 @@ const lastBucketWidth = 60000
 
 // Bucket is the index of the bucket holding ms.
 func Bucket(ms int64) int {
-	return sort.Search(len(Bounds), func(i int) bool { return ms < Bounds[i] })
+	return sort.Search(len(bounds), func(i int) bool { return ms < bounds[i] })
 }
 
 // BucketRange is the [low, high) range of bucket i in ms.
 func BucketRange(i int) (low, high int64) {
 	if i > 0 {
-		low = Bounds[i-1]
+		low = bounds[i-1]
 	}
-	if i < len(Bounds) {
-		return low, Bounds[i]
+	if i < len(bounds) {
+		return low, bounds[i]
 	}
 	return low, low + lastBucketWidth
 }

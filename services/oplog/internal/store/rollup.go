@@ -234,7 +234,7 @@ func (s *Store) RebuildRollups(ctx context.Context, since, until time.Time) erro
 		}
 		low, high := stats.BucketRange(i)
 		cond := fmt.Sprintf("execution_time_ms >= %d", low)
-		if i < len(stats.Bounds) {
+		if i < stats.Buckets-1 { // the last bucket is open
 			cond += fmt.Sprintf(" AND execution_time_ms < %d", high)
 		}
 		hist += fmt.Sprintf("count(*) FILTER (WHERE %s)", cond)

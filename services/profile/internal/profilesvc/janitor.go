@@ -8,14 +8,14 @@ import (
 	"github.com/platforma/platforma/services/profile/internal/store"
 )
 
-// runJanitor deletes idempotency records older than retention, now and
-// then every interval, until ctx ends. Replicas take turns through an
-// advisory lock in the store.
-func runJanitor(ctx context.Context, st *store.Store, retention, interval time.Duration, log *slog.Logger) {
+// runJanitor deletes idempotency records older than retention by clock,
+// now and then every interval, until ctx ends. Replicas take turns through
+// an advisory lock in the store.
+func runJanitor(ctx context.Context, st *store.Store, retention, interval time.Duration, clock func() time.Time, log *slog.Logger) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
-		n, err := st.PurgeEvents(ctx, time.Now().Add(-retention), 10000)
+		n, err := st.PurgeEvents(ctx, clock().Add(-retention), 10000)
 		switch {
 		case ctx.Err() != nil:
 			return

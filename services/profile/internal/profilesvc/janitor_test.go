@@ -28,8 +28,9 @@ func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
 	cfg := Config{RefreshAfterFailures: 3, MaxEventAge: 35 * 24 * time.Hour}
 	jctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go func() {
-		runJanitor(jctx, store.New(pool), cfg.eventRetention(), 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		runJanitor(jctx, store.New(pool), cfg.eventRetention(), 20*time.Millisecond, time.Now, quiet)
 		close(done)
 	}()
 	count := func() (n int) {
@@ -48,6 +49,12 @@ func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
 		t.Fatal("janitor did not stop with its context")
 	}
 	assert.Equal(t, 1, count(), "the recent record stays")
+
+	// Its age is by the janitor's clock: 40 days on, it goes too.
+	later, stopLater := context.WithCancel(ctx)
+	go runJanitor(later, store.New(pool), cfg.eventRetention(), time.Hour, func() time.Time { return time.Now().Add(40 * 24 * time.Hour) }, quiet)
+	require.Eventually(t, func() bool { return count() == 0 }, 10*time.Second, 20*time.Millisecond)
+	stopLater()
 }
 
 func TestConfigValidate(t *testing.T) {

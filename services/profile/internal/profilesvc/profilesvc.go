@@ -95,7 +95,7 @@ func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
 		return err
 	}
 	r.Background("login event janitor", func(ctx context.Context) {
-		runJanitor(ctx, st, cfg.eventRetention(), time.Hour, r.Logger)
+		runJanitor(ctx, st, cfg.eventRetention(), time.Hour, s.now, r.Logger)
 	})
 	return nil
 }
