@@ -1,8 +1,8 @@
 // Package apierr is the one boundary where errors become gRPC statuses.
 //
-// Handlers and stores return plain Go errors: the typed errors of this
-// package for domain outcomes (not found, failed precondition), an
-// InvalidArgument status for bad input, and whatever pgx returns. The
+// Handlers and stores return plain Go errors: the domain outcomes their
+// services declare (Outcome: a code and a reason clients may branch on),
+// an InvalidArgument status for bad input, and whatever pgx returns. The
 // server's innermost interceptor passes every error through ToStatus, which
 // classifies Postgres errors by SQLSTATE and connection failures, maps them
 // to standard gRPC codes and never lets SQL text reach a client.
@@ -17,51 +17,31 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/puddle/v2"
+
+	"github.com/platforma/platforma/services/kit/pgerr"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// NotFoundError reports that a resource does not exist.
-type NotFoundError struct {
-	// Resource is the kind of thing looked for, e.g. "profile".
-	Resource string
-	// Key says how it was looked for, e.g. `id "0195..."`.
-	Key string
-}
-
-func (e *NotFoundError) Error() string {
-	if e.Key == "" {
-		return e.Resource + " not found"
-	}
-	return fmt.Sprintf("%s %s not found", e.Resource, e.Key)
-}
-
-// NotFound returns a *NotFoundError.
-func NotFound(resource, key string) error {
-	return &NotFoundError{Resource: resource, Key: key}
-}
-
-// FailedPreconditionError reports a request that is valid but cannot be
-// applied in the current state of the system.
-type FailedPreconditionError struct {
-	Reason string
-}
-
-func (e *FailedPreconditionError) Error() string { return e.Reason }
-
-// FailedPrecondition returns a *FailedPreconditionError.
-func FailedPrecondition(format string, args ...any) error {
-	return &FailedPreconditionError{Reason: fmt.Sprintf(format, args...)}
-}
-
 // Violations collects the invalid fields of one request. The zero value is
 // ready to use.
 type Violations struct {
 	list []*errdetails.BadRequest_FieldViolation
+	// outcome, when set, adds its reason (google.rpc.ErrorInfo) to the
+	// status: a refusal a client may branch on.
+	outcome *Outcome
+}
+
+// AddOutcome records that field is invalid for a reason clients may
+// branch on (an INVALID_ARGUMENT outcome); the first such reason is sent.
+func (v *Violations) AddOutcome(o *Outcome, field, description string) {
+	v.Add(field, description)
+	if v.outcome == nil {
+		v.outcome = o
+	}
 }
 
 // Add records that field is invalid, with a plain-words description.
@@ -87,17 +67,16 @@ func (v *Violations) Err() error {
 	if v.Empty() {
 		return nil
 	}
+	if v.outcome != nil {
+		return &outcomeError{outcome: v.outcome, msg: violationsMessage(v.list), violations: v.list}
+	}
 	return InvalidArgument(v.list...)
 }
 
 // InvalidArgument builds an INVALID_ARGUMENT status carrying a
 // google.rpc.BadRequest with the given field violations.
 func InvalidArgument(violations ...*errdetails.BadRequest_FieldViolation) error {
-	parts := make([]string, 0, len(violations))
-	for _, fv := range violations {
-		parts = append(parts, fv.GetField()+": "+fv.GetDescription())
-	}
-	st := status.New(codes.InvalidArgument, "invalid argument: "+strings.Join(parts, "; "))
+	st := status.New(codes.InvalidArgument, violationsMessage(violations))
 	withDetails, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: violations})
 	if err != nil {
 		// Only fails if the detail cannot be marshalled, which a
@@ -105,6 +84,15 @@ func InvalidArgument(violations ...*errdetails.BadRequest_FieldViolation) error 
 		return st.Err()
 	}
 	return withDetails.Err()
+}
+
+// violationsMessage names every field and what is wrong with it.
+func violationsMessage(violations []*errdetails.BadRequest_FieldViolation) string {
+	parts := make([]string, 0, len(violations))
+	for _, fv := range violations {
+		parts = append(parts, fv.GetField()+": "+fv.GetDescription())
+	}
+	return "invalid argument: " + strings.Join(parts, "; ")
 }
 
 // FieldViolation is a shorthand for one violation, for InvalidArgument.
@@ -141,16 +129,10 @@ func ToStatus(err error) (*status.Status, bool) {
 		return st, isServerFault(st.Code())
 	}
 
-	var notFound *NotFoundError
-	var precondition *FailedPreconditionError
-	switch {
-	case errors.As(err, &notFound):
-		return status.New(codes.NotFound, notFound.Error()), false
-	case errors.As(err, &precondition):
-		return status.New(codes.FailedPrecondition, precondition.Reason), false
-	case errors.Is(err, pgx.ErrNoRows):
-		return status.New(codes.NotFound, "not found"), false
-	}
+	// Domain outcomes (Outcome) carry their own status and passed above.
+	// A bare pgx.ErrNoRows is not one of them: a store that finds nothing
+	// returns its domain's not-found outcome, so one that slips through is
+	// a bug, answered INTERNAL below rather than guessed to be NOT_FOUND.
 
 	// Connection trouble first: a failed connect may wrap a PgError (bad
 	// password, missing database), and to the client every one of them
@@ -180,38 +162,35 @@ func ToStatus(err error) (*status.Status, bool) {
 // to show a client. https://www.postgresql.org/docs/current/errcodes-appendix.html
 func classifySQLState(sqlState string) (codes.Code, string) {
 	switch sqlState {
-	case "23505": // unique_violation
+	case pgerr.UniqueViolation:
 		return codes.AlreadyExists, msgAlreadyExists
-	case "23503": // foreign_key_violation
+	case pgerr.ForeignKeyViolation:
 		return codes.FailedPrecondition, msgReferenceMissing
-	case "40001", "40P01": // serialization_failure, deadlock_detected
+	case pgerr.SerializationFailure, pgerr.DeadlockDetected:
 		return codes.Aborted, msgAborted
-	case "55P03": // lock_not_available (lock_timeout)
+	case pgerr.LockNotAvailable: // lock_timeout
 		return codes.Aborted, msgAborted
-	case "57014": // query_canceled: statement_timeout or a cancel request
+	case pgerr.QueryCanceled: // statement_timeout or a cancel request
 		return codes.DeadlineExceeded, msgDeadline
-	case "53300": // too_many_connections
+	case pgerr.TooManyConnections:
 		return codes.Unavailable, msgUnavailable
-	case "57P01", "57P02", "57P03", "57P05": // admin/crash shutdown, cannot_connect_now, idle_session_timeout
+	case pgerr.AdminShutdown, pgerr.CrashShutdown, pgerr.CannotConnectNow, pgerr.IdleSessionTimeout:
 		return codes.Unavailable, msgUnavailable
-	case "25006": // read_only_sql_transaction: connected to a standby after failover
+	case pgerr.ReadOnlySQLTransaction: // connected to a standby after a failover
 		return codes.Unavailable, msgUnavailable
 	}
-	if len(sqlState) != 5 {
-		return codes.Internal, msgInternal
-	}
-	switch sqlState[:2] {
-	case "08": // connection_exception
+	switch pgerr.Class(sqlState) {
+	case pgerr.ClassConnectionException:
 		return codes.Unavailable, msgUnavailable
-	case "22": // data_exception: bad encoding, out of range, too long, ...
+	case pgerr.ClassDataException: // bad encoding, out of range, too long, ...
 		return codes.InvalidArgument, msgInvalidValue
-	case "23": // integrity_constraint_violation: not null, check, exclusion
+	case pgerr.ClassIntegrityViolation: // not null, check, exclusion
 		return codes.InvalidArgument, msgInvalidValue
-	case "40": // transaction_rollback
+	case pgerr.ClassTransactionRollback:
 		return codes.Aborted, msgAborted
-	case "53": // insufficient_resources: disk full, out of memory
+	case pgerr.ClassInsufficientResources: // disk full, out of memory
 		return codes.ResourceExhausted, msgExhausted
-	case "57", "58": // operator_intervention, system_error (I/O)
+	case pgerr.ClassOperatorIntervention, pgerr.ClassSystemError: // shutdowns, I/O errors
 		return codes.Unavailable, msgUnavailable
 	}
 	// 42 (syntax, undefined table, privileges), 25, XX, P0 and the rest are

@@ -31,6 +31,12 @@ func pgErr(sqlState string) error {
 	})
 }
 
+var (
+	errThingNotFound = apierr.NewOutcome(codes.NotFound, "THING_NOT_FOUND")
+	errNoReplies     = apierr.NewOutcome(codes.FailedPrecondition, "TAKES_NO_REPLIES")
+	errIDConflict    = apierr.NewOutcome(codes.InvalidArgument, "ID_CONFLICT")
+)
+
 func TestToStatus(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -42,11 +48,14 @@ func TestToStatus(t *testing.T) {
 		{"status passes through", status.Error(codes.PermissionDenied, "no"), codes.PermissionDenied, false},
 		{"wrapped status passes through", fmt.Errorf("ctx: %w", status.Error(codes.OutOfRange, "no")), codes.OutOfRange, false},
 		{"internal status is a server fault", status.Error(codes.Internal, "boom"), codes.Internal, true},
-		// Domain errors.
-		{"not found", apierr.NotFound("profile", `id "x"`), codes.NotFound, false},
-		{"wrapped not found", fmt.Errorf("get: %w", apierr.NotFound("profile", "")), codes.NotFound, false},
-		{"pgx no rows", fmt.Errorf("get: %w", pgx.ErrNoRows), codes.NotFound, false},
-		{"failed precondition", apierr.FailedPrecondition("type %s takes no replies", "PICKUP"), codes.FailedPrecondition, false},
+		// Domain outcomes.
+		{"not found", errThingNotFound.Errorf(`thing "x" not found`), codes.NotFound, false},
+		{"wrapped not found", fmt.Errorf("get: %w", errThingNotFound.Errorf("thing not found")), codes.NotFound, false},
+		{"a bare outcome", errThingNotFound, codes.NotFound, false},
+		{"failed precondition", errNoReplies.Errorf("type %s takes no replies", "PICKUP"), codes.FailedPrecondition, false},
+		// A store maps "no rows" to its domain's not-found outcome; one
+		// that slips through is a bug, not a guess at NOT_FOUND.
+		{"a bare pgx no rows", fmt.Errorf("get: %w", pgx.ErrNoRows), codes.Internal, true},
 		// Context.
 		{"canceled", fmt.Errorf("query: %w", context.Canceled), codes.Canceled, false},
 		{"deadline", fmt.Errorf("query: %w", context.DeadlineExceeded), codes.DeadlineExceeded, false},
@@ -159,7 +168,7 @@ func TestItemError(t *testing.T) {
 	require.Len(t, item.GetFieldViolations(), 1)
 	assert.Equal(t, "requests[2].user_id", item.GetFieldViolations()[0].GetField())
 
-	item = apierr.ItemError(apierr.FailedPrecondition("type PICKUP takes no replies"))
+	item = apierr.ItemError(errNoReplies.Errorf("type PICKUP takes no replies"))
 	assert.Equal(t, int32(codes.FailedPrecondition), item.GetCode())
 	assert.Equal(t, "type PICKUP takes no replies", item.GetMessage())
 	assert.Empty(t, item.GetFieldViolations())
@@ -167,4 +176,55 @@ func TestItemError(t *testing.T) {
 	item = apierr.ItemError(pgErr("XX000"))
 	assert.Equal(t, int32(codes.Internal), item.GetCode())
 	assert.NotContains(t, item.GetMessage(), "SELECT")
+}
+
+// An outcome reaches the client with its code, the case's message and its
+// reason as google.rpc.ErrorInfo, and callers recognise it with errors.Is.
+func TestOutcomesCarryTheirReason(t *testing.T) {
+	t.Parallel()
+	reasonOf := func(err error) (codes.Code, string, string) {
+		st, serverFault := apierr.ToStatus(err)
+		assert.False(t, serverFault)
+		return st.Code(), st.Message(), apierr.Reason(st)
+	}
+	err := fmt.Errorf("store: %w", errThingNotFound.Errorf(`thing "x" not found`))
+	assert.ErrorIs(t, err, errThingNotFound)
+	assert.NotErrorIs(t, err, errNoReplies)
+	code, msg, reason := reasonOf(err)
+	assert.Equal(t, codes.NotFound, code)
+	assert.Equal(t, `thing "x" not found`, msg)
+	assert.Equal(t, "THING_NOT_FOUND", reason)
+	st, _ := apierr.ToStatus(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			assert.Equal(t, apierr.ErrorDomain, info.GetDomain())
+		}
+	}
+
+	// A field refused for a reason: BadRequest and ErrorInfo both.
+	err = errIDConflict.Field("requests[1].event_id", "already recorded for another account")
+	st, _ = apierr.ToStatus(err)
+	assert.Equal(t, codes.InvalidArgument, st.Code())
+	assert.Equal(t, "ID_CONFLICT", apierr.Reason(st))
+	require.Len(t, apierr.FieldViolations(st), 1)
+	assert.Equal(t, "requests[1].event_id", apierr.FieldViolations(st)[0].GetField())
+	item := apierr.ItemError(err)
+	assert.Equal(t, "ID_CONFLICT", item.GetReason())
+	assert.Equal(t, "requests[1].event_id", item.GetFieldViolations()[0].GetField())
+
+	// Violations with one that has a reason: every field, and the reason.
+	var v apierr.Violations
+	v.Add("user_id", "must be a UUID")
+	v.AddOutcome(errIDConflict, "event_id", "reused")
+	st, _ = apierr.ToStatus(v.Err())
+	assert.Equal(t, codes.InvalidArgument, st.Code())
+	assert.Equal(t, "ID_CONFLICT", apierr.Reason(st))
+	assert.Len(t, apierr.FieldViolations(st), 2)
+	assert.Equal(t, "invalid argument: user_id: must be a UUID; event_id: reused", st.Message())
+
+	// Plain violations have no reason.
+	var plain apierr.Violations
+	plain.Add("user_id", "must be a UUID")
+	st, _ = apierr.ToStatus(plain.Err())
+	assert.Empty(t, apierr.Reason(st))
 }

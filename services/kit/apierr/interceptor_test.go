@@ -62,8 +62,8 @@ func TestInterceptorLogsHiddenCausesAtTheirLevel(t *testing.T) {
 	}{
 		{"status on purpose", status.Error(codes.ResourceExhausted, "ingest is saturated"), codes.ResourceExhausted, ""},
 		{"invalid argument", apierr.InvalidArgument(apierr.FieldViolation("id", "bad")), codes.InvalidArgument, ""},
-		{"not found", apierr.NotFound("profile", `id "x"`), codes.NotFound, ""},
-		{"failed precondition", apierr.FailedPrecondition("no replies"), codes.FailedPrecondition, ""},
+		{"not found", errThingNotFound.Errorf(`profile id "x" not found`), codes.NotFound, ""},
+		{"failed precondition", errNoReplies.Errorf("no replies"), codes.FailedPrecondition, ""},
 		{"database unreachable", fmt.Errorf("acquire: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), codes.Unavailable, "WARN"},
 		{"database out of disk", &pgconn.PgError{Code: "53100", Message: "could not extend file"}, codes.ResourceExhausted, "WARN"},
 		{"unique violation", &pgconn.PgError{Code: "23505", Message: "duplicate key"}, codes.AlreadyExists, "INFO"},

@@ -8,10 +8,11 @@ import (
 )
 
 // ItemError turns the error of one batch item into its per-item result,
-// classified like any other error (ToStatus), with its field violations.
+// classified like any other error (ToStatus), with its field violations
+// and its reason.
 func ItemError(err error) *commonv1.ItemError {
 	st, _ := ToStatus(err)
-	out := &commonv1.ItemError{Code: int32(st.Code()), Message: st.Message()}
+	out := &commonv1.ItemError{Code: int32(st.Code()), Message: st.Message(), Reason: Reason(st)}
 	for _, fv := range FieldViolations(st) {
 		out.FieldViolations = append(out.FieldViolations, &commonv1.FieldViolation{Field: fv.GetField(), Description: fv.GetDescription()})
 	}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/pgcluster"
+	"github.com/platforma/platforma/services/kit/pgerr"
 )
 
 // VersionTable is where goose records applied migrations, inside the
@@ -141,9 +142,9 @@ FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = $1`,
 			// database gets here: in the set-up of README's "Database
 			// roles" the bootstrap made it.
 			if _, err := tx.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
-				if pgCode(err) == "42501" {
+				if pgerr.Is(err, pgerr.InsufficientPrivilege) {
 					return fmt.Errorf("schema %s does not exist, and this role may not create it: an admin creates it and the service's roles first "+
-						"(migrate.Bootstrap; `make run` and the test harness do): %w", schema, err)
+						"(`<service> bootstrap`, which runs migrate.Bootstrap; `make run` and the test harness do): %w", schema, err)
 				}
 				return fmt.Errorf("create schema %s: %w", schema, err)
 			}
@@ -455,21 +456,8 @@ func ensureRole(ctx context.Context, tx pgx.Tx, role string) error {
 // retryable reports a failure that a concurrent bootstrap in another
 // database of the cluster can cause (roles are shared by all databases).
 func retryable(err error) bool {
-	switch pgCode(err) {
-	case "42710", "23505", "40001", "40P01":
-		return true
-	case "XX000":
-		return strings.Contains(err.Error(), "concurrently")
-	}
-	return false
-}
-
-func pgCode(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
+	return pgerr.Is(err, pgerr.DuplicateObject, pgerr.UniqueViolation, pgerr.SerializationFailure, pgerr.DeadlockDetected) ||
+		pgerr.ConcurrentCatalogUpdate(err)
 }
 
 // advisoryLockID derives a stable lock id per schema, so migrating

@@ -68,8 +68,8 @@ func TestFailuresAreLoggedAtTheLevelOfTheirCause(t *testing.T) {
 	}{
 		{name: "ok", code: codes.OK, level: "DEBUG"},
 		{name: "invalid argument", err: apierr.InvalidArgument(apierr.FieldViolation("id", "not a UUID")), code: codes.InvalidArgument, level: "INFO"},
-		{name: "not found", err: apierr.NotFound("profile", `id "x"`), code: codes.NotFound, level: "INFO"},
-		{name: "failed precondition", err: apierr.FailedPrecondition("PICKUP reviews take no replies"), code: codes.FailedPrecondition, level: "INFO"},
+		{name: "not found", err: apierr.NewOutcome(codes.NotFound, "PROFILE_NOT_FOUND").Errorf(`profile id "x" not found`), code: codes.NotFound, level: "INFO"},
+		{name: "failed precondition", err: apierr.NewOutcome(codes.FailedPrecondition, "REVIEW_TYPE_TAKES_NO_REPLIES").Errorf("PICKUP reviews take no replies"), code: codes.FailedPrecondition, level: "INFO"},
 		{name: "already exists", err: &pgconn.PgError{Code: "23505", Message: "duplicate key value violates unique constraint"}, code: codes.AlreadyExists, level: "INFO", cause: "duplicate key value"},
 		{name: "data exception", err: &pgconn.PgError{Code: "22P02", Message: "invalid input syntax for type uuid"}, code: codes.InvalidArgument, level: "INFO", cause: "invalid input syntax"},
 		{name: "serialization failure", err: &pgconn.PgError{Code: "40001", Message: "could not serialize access"}, code: codes.Aborted, level: "INFO", cause: "could not serialize"},

@@ -45,11 +45,16 @@ func Timestamp(v *apierr.Violations, field string, ts *timestamppb.Timestamp) (t
 	return ts.AsTime(), true
 }
 
-// Within reports whether t lies in [now-maxAge, now+maxSkew].
-func Within(v *apierr.Violations, field string, t, now time.Time, maxAge, maxSkew time.Duration) bool {
+// Within reports whether t lies in [now-maxAge, now+maxSkew]. A t older
+// than maxAge is refused with tooOld's reason when tooOld is given: a
+// refusal a client can tell from a malformed time (a retry of it can
+// never succeed).
+func Within(v *apierr.Violations, field string, t, now time.Time, maxAge, maxSkew time.Duration, tooOld *apierr.Outcome) bool {
 	switch {
 	case t.After(now.Add(maxSkew)):
 		v.Addf(field, "more than %s in the future", maxSkew)
+	case t.Before(now.Add(-maxAge)) && tooOld != nil:
+		v.AddOutcome(tooOld, field, fmt.Sprintf("older than %s", maxAge))
 	case t.Before(now.Add(-maxAge)):
 		v.Addf(field, "older than %s", maxAge)
 	default:

@@ -77,7 +77,7 @@ func TestTimestampAndWithin(t *testing.T) {
 		{now.Add(-24*time.Hour - time.Second), "older than 24h0m0s"},
 	} {
 		var v apierr.Violations
-		ok := validate.Within(&v, "at", tt.at, now, 24*time.Hour, 5*time.Minute)
+		ok := validate.Within(&v, "at", tt.at, now, 24*time.Hour, 5*time.Minute, nil)
 		assert.Equal(t, tt.problem == "", ok, tt.at)
 		assert.Contains(t, violation(&v, "at"), tt.problem)
 	}

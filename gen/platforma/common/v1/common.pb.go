@@ -197,8 +197,13 @@ type ItemError struct {
 	Message string `protobuf:"bytes,2,opt,name=message" json:"message,omitempty"`
 	// Set when code is INVALID_ARGUMENT: the fields at fault.
 	FieldViolations []*FieldViolation `protobuf:"bytes,3,rep,name=field_violations,json=fieldViolations" json:"field_violations,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// A stable, machine-readable reason for clients to branch on, the same as
+	// google.rpc.ErrorInfo.reason of a whole-call error (for example
+	// EVENT_ID_CONFLICT, EVENT_TOO_OLD, REVIEW_TYPE_TAKES_NO_REPLIES); empty
+	// when the refusal has none beyond its code.
+	Reason        string `protobuf:"bytes,4,opt,name=reason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ItemError) Reset() {
@@ -252,6 +257,13 @@ func (x *ItemError) GetFieldViolations() []*FieldViolation {
 	return nil
 }
 
+func (x *ItemError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_platforma_common_v1_common_proto protoreflect.FileDescriptor
 
 const file_platforma_common_v1_common_proto_rawDesc = "" +
@@ -259,11 +271,12 @@ const file_platforma_common_v1_common_proto_rawDesc = "" +
 	" platforma/common/v1/common.proto\x12\x13platforma.common.v1\"H\n" +
 	"\x0eFieldViolation\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\"\x89\x01\n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"\xa1\x01\n" +
 	"\tItemError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12N\n" +
-	"\x10field_violations\x18\x03 \x03(\v2#.platforma.common.v1.FieldViolationR\x0ffieldViolations*U\n" +
+	"\x10field_violations\x18\x03 \x03(\v2#.platforma.common.v1.FieldViolationR\x0ffieldViolations\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason*U\n" +
 	"\bAuthType\x12\x19\n" +
 	"\x15AUTH_TYPE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14AUTH_TYPE_TWO_FACTOR\x10\x01\x12\x14\n" +

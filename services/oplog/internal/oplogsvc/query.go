@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -35,21 +34,19 @@ func (s *Server) ListOperationLogs(ctx context.Context, req *oplogv1.ListOperati
 	if err != nil {
 		return nil, err
 	}
-	pageSize := f.Limit
-	f.Limit++ // one more says whether another page follows
-	rows, err := s.store.ListLogs(ctx, f)
+	rows, next, err := pagetoken.Page(f.Limit,
+		func(limit int) ([]store.LogRow, error) {
+			f.Limit = limit
+			return s.store.ListLogs(ctx, f)
+		},
+		func(last store.LogRow) (string, error) {
+			c := listCursor{since: f.Since, until: f.Until, time: last.CreateTime, id: last.ID}
+			return s.tokens.EncodeFor(req, c.encode())
+		})
 	if err != nil {
 		return nil, err
 	}
-	resp := &oplogv1.ListOperationLogsResponse{}
-	if len(rows) > pageSize {
-		rows = rows[:pageSize]
-		last := rows[len(rows)-1]
-		c := listCursor{since: f.Since, until: f.Until, time: last.CreateTime, id: last.ID}
-		if resp.NextPageToken, err = s.tokens.Encode(listFilter(req), c.encode()); err != nil {
-			return nil, err
-		}
-	}
+	resp := &oplogv1.ListOperationLogsResponse{NextPageToken: next}
 	for i := range rows {
 		resp.OperationLogs = append(resp.OperationLogs, logProto(&rows[i]))
 	}
@@ -110,7 +107,7 @@ func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilt
 // as the request gives it (else until minus the default range), until no
 // later than the request's. The position lies in the window.
 func (s *Server) listToken(req *oplogv1.ListOperationLogsRequest, token string) (listCursor, bool) {
-	raw, err := s.tokens.Decode(token, listFilter(req))
+	raw, err := s.tokens.DecodeFor(req, token)
 	if err != nil {
 		return listCursor{}, false
 	}
@@ -158,13 +155,6 @@ func checkWindow(v *apierr.Violations, since, until time.Time, max time.Duration
 	case until.Sub(since) > max:
 		v.Addf("since", "the window may span at most %d days", int(max/(24*time.Hour)))
 	}
-}
-
-// listFilter is the part of the request a page token is bound to.
-func listFilter(req *oplogv1.ListOperationLogsRequest) proto.Message {
-	f := proto.Clone(req).(*oplogv1.ListOperationLogsRequest)
-	f.PageSize, f.PageToken = 0, ""
-	return f
 }
 
 // listCursor is the window of the first page and the last row shown.

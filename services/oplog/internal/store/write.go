@@ -2,13 +2,13 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/platforma/platforma/services/kit/pgerr"
 )
 
 // Store is all of OpLogService's SQL.
@@ -37,8 +37,10 @@ func (s *Store) WriteRows(ctx context.Context, rows []*Row) (fresh []*Row, inser
 	if err == nil {
 		return rows, nil, nil
 	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "40P01") {
+	// Some rows are stored already (a duplicate key), or the COPY lost a
+	// deadlock to a concurrent one over the same keys: the staging path
+	// below tells new rows from duplicates. Anything else is a failure.
+	if !pgerr.Is(err, pgerr.UniqueViolation, pgerr.DeadlockDetected) {
 		return nil, nil, err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

@@ -198,8 +198,8 @@ func (s *Server) record(ctx context.Context, results []store.LoginResult, valid 
 			items[i].duplicate = true
 		}
 		if owner != r.Account {
-			items[i].err = apierr.InvalidArgument(apierr.FieldViolation(fieldPrefix(batch, i)+"event_id",
-				"already recorded for a different user_id and platform_account_id"))
+			items[i].err = domain.ErrEventIDConflict.Field(fieldPrefix(batch, i)+"event_id",
+				"already recorded for a different user_id and platform_account_id")
 			continue
 		}
 		p, ok := rec.Profiles[r.Account]
@@ -247,25 +247,23 @@ func (s *Server) ListProfiles(ctx context.Context, req *profilev1.ListProfilesRe
 	if err != nil {
 		return nil, err
 	}
-	// One extra row tells whether another page follows.
-	rows, err := s.store.ListProfiles(ctx, store.ListQuery{
-		AfterHundredths: q.after.hundredths,
-		AfterID:         q.after.id,
-		BelowHundredths: q.belowHundredths,
-		AuthType:        q.authType,
-		Limit:           q.pageSize + 1,
-	})
+	rows, next, err := pagetoken.Page(q.pageSize,
+		func(limit int) ([]store.Profile, error) {
+			return s.store.ListProfiles(ctx, store.ListQuery{
+				AfterHundredths: q.after.hundredths,
+				AfterID:         q.after.id,
+				BelowHundredths: q.belowHundredths,
+				AuthType:        q.authType,
+				Limit:           limit,
+			})
+		},
+		func(last store.Profile) (string, error) {
+			return s.encodeCursor(req, cursor{hundredths: last.ScoreHundredths, id: last.ID})
+		})
 	if err != nil {
 		return nil, err
 	}
-	resp := &profilev1.ListProfilesResponse{}
-	if len(rows) > q.pageSize {
-		rows = rows[:q.pageSize]
-		last := rows[len(rows)-1]
-		if resp.NextPageToken, err = s.encodeCursor(req, cursor{hundredths: last.ScoreHundredths, id: last.ID}); err != nil {
-			return nil, err
-		}
-	}
+	resp := &profilev1.ListProfilesResponse{NextPageToken: next}
 	for _, p := range rows {
 		resp.Profiles = append(resp.Profiles, s.toProto(p))
 	}

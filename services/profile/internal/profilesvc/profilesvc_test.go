@@ -21,6 +21,7 @@ import (
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/pgtest"
@@ -304,6 +305,13 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 			tt.mutate(req)
 			_, err := client.RecordLoginResult(context.Background(), req)
 			assert.Equal(t, []string{tt.field}, apptest.ViolatedFields(t, err))
+			// Only a time too old has a reason: a client (the login relay)
+			// gives up on it, where it would fix a malformed one.
+			wantReason := ""
+			if tt.name == "occurred_at too old" {
+				wantReason = "EVENT_TOO_OLD"
+			}
+			assert.Equal(t, wantReason, apierr.Reason(status.Convert(err)))
 		})
 	}
 }
@@ -384,6 +392,7 @@ func TestBatchAppliesEveryValidItem(t *testing.T) {
 	assert.Equal(t, int64(3), results[5].GetProfile().GetTotalLoginCount())
 
 	assert.Equal(t, int32(codes.InvalidArgument), results[6].GetError().GetCode(), "event id of account b reused for account a")
+	assert.Equal(t, "EVENT_ID_CONFLICT", results[6].GetError().GetReason())
 	assert.Equal(t, "requests[6].event_id", results[6].GetError().GetFieldViolations()[0].GetField())
 
 	// The whole batch again: nothing changes, everything is a duplicate.
@@ -435,8 +444,10 @@ func TestGetProfile(t *testing.T) {
 
 	_, err = client.GetProfile(ctx, &profilev1.GetProfileRequest{Id: uuid.NewString()})
 	assert.Equal(t, codes.NotFound, status.Code(err))
+	assert.Equal(t, "PROFILE_NOT_FOUND", apierr.Reason(status.Convert(err)))
 	_, err = client.GetProfile(ctx, &profilev1.GetProfileRequest{UserId: user.String(), PlatformAccountId: "other"})
 	assert.Equal(t, codes.NotFound, status.Code(err))
+	assert.Equal(t, "PROFILE_NOT_FOUND", apierr.Reason(status.Convert(err)))
 
 	for name, tc := range map[string]struct {
 		req   *profilev1.GetProfileRequest

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 
 	"github.com/google/uuid"
-	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
@@ -32,7 +31,7 @@ func (s *Server) validateLogin(v *apierr.Violations, prefix string, req *profile
 		r.AuthType = int16(req.GetAuthType())
 	}
 	if at, ok := validate.Timestamp(v, prefix+"occurred_at", req.GetOccurredAt()); ok &&
-		validate.Within(v, prefix+"occurred_at", at, s.now(), s.cfg.MaxEventAge, maxClockSkew) {
+		validate.Within(v, prefix+"occurred_at", at, s.now(), s.cfg.MaxEventAge, maxClockSkew, domain.ErrEventTooOld) {
 		r.OccurredAt = at
 	}
 	return r, len(v.List()) == before
@@ -130,22 +129,15 @@ func hundredthsFloor(score float64) int64 {
 	return h
 }
 
-// listFilter is the part of the request a page token is bound to.
-func listFilter(req *profilev1.ListProfilesRequest) proto.Message {
-	f := proto.Clone(req).(*profilev1.ListProfilesRequest)
-	f.PageSize, f.PageToken = 0, ""
-	return f
-}
-
 func (s *Server) encodeCursor(req *profilev1.ListProfilesRequest, c cursor) (string, error) {
 	buf := binary.BigEndian.AppendUint64(nil, uint64(c.hundredths))
 	buf = append(buf, c.id[:]...)
-	return s.cfg.PageTokens.Encode(listFilter(req), buf)
+	return s.cfg.PageTokens.EncodeFor(req, buf)
 }
 
 // decodeCursor checks the token's MAC and reads its cursor.
 func (s *Server) decodeCursor(req *profilev1.ListProfilesRequest, token string) (cursor, error) {
-	raw, err := s.cfg.PageTokens.Decode(token, listFilter(req))
+	raw, err := s.cfg.PageTokens.DecodeFor(req, token)
 	if err != nil {
 		return cursor{}, err
 	}

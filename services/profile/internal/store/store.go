@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/profile/internal/domain"
 )
@@ -228,22 +227,23 @@ func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult) (
 	return out, rows.Err()
 }
 
-// GetProfile returns the profile with id, or a NotFound error.
+// GetProfile returns the profile with id, or domain.ErrProfileNotFound.
 func (s *Store) GetProfile(ctx context.Context, id uuid.UUID) (Profile, error) {
 	p, err := scanProfile(s.pool.QueryRow(ctx, `SELECT`+profileColumns+` FROM profile.profiles WHERE id = $1`, [16]byte(id)))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Profile{}, apierr.NotFound("profile", fmt.Sprintf("with id %s", id))
+		return Profile{}, domain.ErrProfileNotFound.Errorf("profile with id %s not found", id)
 	}
 	return p, err
 }
 
-// GetProfileByAccount returns the profile of account, or a NotFound error.
+// GetProfileByAccount returns the profile of account, or
+// domain.ErrProfileNotFound.
 func (s *Store) GetProfileByAccount(ctx context.Context, a Account) (Profile, error) {
 	p, err := scanProfile(s.pool.QueryRow(ctx,
 		`SELECT`+profileColumns+` FROM profile.profiles WHERE user_id = $1 AND platform_account_id = $2`,
 		[16]byte(a.UserID), a.PlatformAccountID))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Profile{}, apierr.NotFound("profile", fmt.Sprintf("of user %s and account %q", a.UserID, a.PlatformAccountID))
+		return Profile{}, domain.ErrProfileNotFound.Errorf("profile of user %s and account %q not found", a.UserID, a.PlatformAccountID)
 	}
 	return p, err
 }

@@ -4,7 +4,6 @@ package reviewmetasvc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -155,20 +154,16 @@ func (s *Server) ListReviewMetadata(ctx context.Context, req *reviewmetav1.ListR
 	if err != nil {
 		return nil, err
 	}
-	pageSize := q.Limit
-	q.Limit++ // one more tells whether another page follows
-	rows, err := s.store.List(ctx, q)
+	rows, next, err := pagetoken.Page(q.Limit,
+		func(limit int) ([]store.Review, error) {
+			q.Limit = limit
+			return s.store.List(ctx, q)
+		},
+		func(last store.Review) (string, error) { return s.encodeCursor(req, last.CreateTime, last.ReviewID) })
 	if err != nil {
 		return nil, err
 	}
-	resp := &reviewmetav1.ListReviewMetadataResponse{}
-	if len(rows) > pageSize {
-		rows = rows[:pageSize]
-		last := rows[len(rows)-1]
-		if resp.NextPageToken, err = s.encodeCursor(req, last.CreateTime, last.ReviewID); err != nil {
-			return nil, err
-		}
-	}
+	resp := &reviewmetav1.ListReviewMetadataResponse{NextPageToken: next}
 	for _, r := range rows {
 		resp.ReviewMetadata = append(resp.ReviewMetadata, toProto(r))
 	}
@@ -182,9 +177,6 @@ func (s *Server) RecordReplyAttempt(ctx context.Context, req *reviewmetav1.Recor
 		return nil, err
 	}
 	r, duplicate, err := s.store.RecordReplyAttempt(ctx, a)
-	if errors.Is(err, store.ErrAttemptOfOtherReview) {
-		return nil, apierr.InvalidArgument(apierr.FieldViolation("attempt_id", "already recorded for another review"))
-	}
 	if err != nil {
 		return nil, err
 	}

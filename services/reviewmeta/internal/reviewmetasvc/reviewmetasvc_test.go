@@ -21,6 +21,7 @@ import (
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/pgtest"
@@ -245,6 +246,7 @@ func TestAttemptIDMakesRetriesHarmless(t *testing.T) {
 	reused.ReviewId = other.GetReviewId()
 	_, err := client.RecordReplyAttempt(context.Background(), reused)
 	assert.Equal(t, []string{"attempt_id"}, apptest.ViolatedFields(t, err))
+	assert.Equal(t, "ATTEMPT_ID_CONFLICT", apierr.Reason(status.Convert(err)))
 }
 
 func TestRecordReplyAttemptRefusals(t *testing.T) {
@@ -253,6 +255,7 @@ func TestRecordReplyAttemptRefusals(t *testing.T) {
 		ReviewId: uuid.NewString(), Success: true, AttemptedAt: timestamppb.New(base),
 	})
 	assert.Equal(t, codes.NotFound, status.Code(err))
+	assert.Equal(t, "REVIEW_NOT_FOUND", apierr.Reason(status.Convert(err)))
 
 	r := review(uuid.New(), base)
 	r.Source = "PICKUP"
@@ -262,6 +265,7 @@ func TestRecordReplyAttemptRefusals(t *testing.T) {
 	})
 	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
 	assert.Contains(t, status.Convert(err).Message(), "REVIEW_TYPE_PICKUP")
+	assert.Equal(t, "REVIEW_TYPE_TAKES_NO_REPLIES", apierr.Reason(status.Convert(err)))
 
 	// Which types take replies is data: change the row, not the code.
 	_, err = pool.Exec(context.Background(), `UPDATE reviewmeta.review_types SET accepts_replies = true WHERE name = 'PICKUP'`)

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/protobuf/proto"
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
 	"github.com/platforma/platforma/services/kit/apierr"
@@ -109,17 +108,10 @@ func (s *Server) parseList(req *reviewmetav1.ListReviewMetadataRequest) (store.L
 	return q, v.Err()
 }
 
-// listFilter is the part of the request a page token is bound to.
-func listFilter(req *reviewmetav1.ListReviewMetadataRequest) proto.Message {
-	f := proto.Clone(req).(*reviewmetav1.ListReviewMetadataRequest)
-	f.PageSize, f.PageToken = 0, ""
-	return f
-}
-
 func (s *Server) encodeCursor(req *reviewmetav1.ListReviewMetadataRequest, createTime time.Time, id uuid.UUID) (string, error) {
 	buf := binary.BigEndian.AppendUint64(nil, uint64(createTime.UnixMicro()))
 	buf = append(buf, id[:]...)
-	return s.tokens.Encode(listFilter(req), buf)
+	return s.tokens.EncodeFor(req, buf)
 }
 
 // cursorClockSlack is how far past the server's clock a cursor's
@@ -131,7 +123,7 @@ const cursorClockSlack = 24 * time.Hour
 // cursorClockSlack). The filter needs no check: the MAC binds the token
 // to it, and the position only narrows what the filter selects.
 func (s *Server) decodeCursor(req *reviewmetav1.ListReviewMetadataRequest, token string) (time.Time, uuid.UUID, error) {
-	raw, err := s.tokens.Decode(token, listFilter(req))
+	raw, err := s.tokens.DecodeFor(req, token)
 	if err != nil {
 		return time.Time{}, uuid.Nil, err
 	}

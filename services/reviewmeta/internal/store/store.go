@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	reviewmetav1 "github.com/platforma/platforma/gen/platforma/reviewmeta/v1"
-	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/db"
+	"github.com/platforma/platforma/services/reviewmeta/internal/domain"
 )
 
 // Store reads and writes the reviewmeta schema.
@@ -147,7 +147,7 @@ func (s *Store) Upsert(ctx context.Context, items []Upsert) (map[uuid.UUID]Revie
 	return out, nil
 }
 
-// Get returns one review, or a NotFound error.
+// Get returns one review, or domain.ErrReviewNotFound.
 func (s *Store) Get(ctx context.Context, reviewID uuid.UUID) (Review, error) {
 	r, err := scanReview(s.pool.QueryRow(ctx, `SELECT`+reviewColumns+fromReviews+` WHERE m.review_id = $1`, [16]byte(reviewID)))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -157,7 +157,7 @@ func (s *Store) Get(ctx context.Context, reviewID uuid.UUID) (Review, error) {
 }
 
 func notFound(reviewID uuid.UUID) error {
-	return apierr.NotFound("review metadata", fmt.Sprintf("for review_id %s", reviewID))
+	return domain.ErrReviewNotFound.Errorf("review metadata for review_id %s not found", reviewID)
 }
 
 // Attempt is one validated reply attempt.
@@ -201,11 +201,10 @@ SELECT t.accepts_replies, EXISTS (SELECT 1 FROM updated) FROM target t`
 
 const attemptOwner = `SELECT review_id FROM reviewmeta.reply_attempts WHERE attempt_id = $1`
 
-// ErrAttemptOfOtherReview reports an attempt_id recorded for another review.
-var ErrAttemptOfOtherReview = errors.New("attempt_id already recorded for another review")
-
 // RecordReplyAttempt applies a in one round trip and returns the review
-// afterwards and whether a was a repeat of a recorded attempt.
+// afterwards and whether a was a repeat of a recorded attempt; or
+// domain.ErrReviewNotFound, ErrReviewTypeTakesNoReplies or
+// ErrAttemptIDConflict.
 func (s *Store) RecordReplyAttempt(ctx context.Context, a Attempt) (Review, bool, error) {
 	var attemptID *uuid.UUID
 	if a.AttemptID != uuid.Nil {
@@ -251,10 +250,10 @@ func (s *Store) RecordReplyAttempt(ctx context.Context, a Attempt) (Review, bool
 	case !found:
 		return Review{}, false, notFound(a.ReviewID)
 	case !accepts:
-		return Review{}, false, apierr.FailedPrecondition("reviews of type %s do not accept replies",
+		return Review{}, false, domain.ErrReviewTypeTakesNoReplies.Errorf("reviews of type %s do not accept replies",
 			reviewmetav1.ReviewType(review.ReviewType).String())
 	case !applied && owner != nil && *owner != a.ReviewID:
-		return Review{}, false, ErrAttemptOfOtherReview
+		return Review{}, false, domain.ErrAttemptIDConflict.Field("attempt_id", "already recorded for another review")
 	}
 	return review, !applied, nil
 }
