@@ -38,6 +38,7 @@ var (
 )
 
 func TestToStatus(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name        string
 		err         error
@@ -94,6 +95,7 @@ func TestToStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			st, serverFault := apierr.ToStatus(tt.err)
 			require.NotNil(t, st)
 			assert.Equal(t, tt.code, st.Code(), "message: %s", st.Message())
@@ -106,6 +108,7 @@ func TestToStatus(t *testing.T) {
 }
 
 func TestToStatusConnectError(t *testing.T) {
+	t.Parallel()
 	// A failed connect is UNAVAILABLE whatever it wraps (refused, bad
 	// password, missing database): the client can only retry later.
 	st, serverFault := apierr.ToStatus(connectError(t))
@@ -128,12 +131,14 @@ func connectError(t *testing.T) error {
 }
 
 func TestToStatusNil(t *testing.T) {
+	t.Parallel()
 	st, serverFault := apierr.ToStatus(nil)
 	assert.Nil(t, st)
 	assert.False(t, serverFault)
 }
 
 func TestViolations(t *testing.T) {
+	t.Parallel()
 	var v apierr.Violations
 	require.NoError(t, v.Err(), "no violations, no error")
 
@@ -161,6 +166,7 @@ func TestViolations(t *testing.T) {
 }
 
 func TestItemError(t *testing.T) {
+	t.Parallel()
 	var v apierr.Violations
 	v.Add("requests[2].user_id", "must be a UUID")
 	item := apierr.ItemError(v.Err())

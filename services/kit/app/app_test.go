@@ -24,6 +24,7 @@ var testService = Service{
 }
 
 func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
+	t.Parallel()
 	const okURL = "postgres://u@localhost:5432/db"
 	tests := []struct {
 		name     string
@@ -174,6 +175,7 @@ func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var stderr bytes.Buffer
 			code := Run(context.Background(), testService, Env{
 				Args:   tt.args,
@@ -192,6 +194,7 @@ func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
 }
 
 func TestFlagBeatsEnvBeatsDefault(t *testing.T) {
+	t.Parallel()
 	var cfg serveConfig
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	cfg.register(fs, testService)
@@ -221,6 +224,7 @@ func TestLimitsFromFlagsAndEnv(t *testing.T) {
 }
 
 func TestEnvName(t *testing.T) {
+	t.Parallel()
 	assert.Equal(t, "DATABASE_URL", EnvName("database-url"))
 	assert.Equal(t, "MAX_RECV_MSG_BYTES", EnvName("max-recv-msg-bytes"))
 }

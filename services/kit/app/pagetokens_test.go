@@ -67,6 +67,7 @@ func TestBadPageTokenKeysAreRefusedWithoutShowingThem(t *testing.T) {
 		"with other errors": {env: map[string]string{"PAGE_TOKEN_KEYS": short, "LOG_LEVEL": "loud"}, contains: "LOG_LEVEL"},
 	} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			var stderr bytes.Buffer
 			env := map[string]string{"DATABASE_URL": okURL}
 			for k, v := range tc.env {

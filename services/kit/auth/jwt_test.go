@@ -188,6 +188,7 @@ func TestBadTokensAreRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := v.verify(context.Background(), tt.token)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.reason)
@@ -228,6 +229,7 @@ func TestRolesClaim(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			v := testVerifier(t, JWTConfig{JWKS: jwks(t, s), RolesClaim: tt.path})
 			id, err := v.verify(context.Background(), s.sign(t, claims(tt.extra)))
 			require.NoError(t, err)

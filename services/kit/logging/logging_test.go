@@ -15,6 +15,7 @@ import (
 )
 
 func TestParseLevel(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "INFO": slog.LevelInfo, "Warn": slog.LevelWarn, "error": slog.LevelError} {
 		got, err := logging.ParseLevel(in)
 		require.NoError(t, err, in)
@@ -25,6 +26,7 @@ func TestParseLevel(t *testing.T) {
 }
 
 func TestLinesCarryTraceAndSpanIDs(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	logger, err := logging.New(&buf, slog.LevelInfo, logging.FormatJSON)
 	require.NoError(t, err)
@@ -51,6 +53,7 @@ func TestLinesCarryTraceAndSpanIDs(t *testing.T) {
 }
 
 func TestUnknownFormat(t *testing.T) {
+	t.Parallel()
 	_, err := logging.New(&bytes.Buffer{}, slog.LevelInfo, "xml")
 	assert.ErrorContains(t, err, "unknown log format")
 }

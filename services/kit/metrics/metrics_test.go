@@ -23,6 +23,7 @@ import (
 )
 
 func TestEnumLabel(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   protoreflect.Enum
 		want string
@@ -40,6 +41,7 @@ func TestEnumLabel(t *testing.T) {
 }
 
 func TestCapFoldsValuesBeyondTheLimit(t *testing.T) {
+	t.Parallel()
 	c := metrics.NewCap(2)
 	assert.Equal(t, "proxy-a", c.Value("proxy-a"))
 	assert.Equal(t, "", c.Value(""), "no value is not a value")
@@ -50,6 +52,7 @@ func TestCapFoldsValuesBeyondTheLimit(t *testing.T) {
 }
 
 func TestCapIsExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	c := metrics.NewCap(50)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -72,6 +75,7 @@ func TestCapIsExactUnderConcurrency(t *testing.T) {
 }
 
 func TestPolledReadsAtMostOncePerIntervalAndHidesFailures(t *testing.T) {
+	t.Parallel()
 	desc := prometheus.NewDesc("platforma_test_things", "Things.", []string{"kind"}, nil)
 	reads := 0
 	p := metrics.NewPolled(1<<62, slog.New(slog.NewTextHandler(io.Discard, nil)), func(context.Context) ([]metrics.Sample, error) {

@@ -18,6 +18,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestUpCreatesEachSchemaWithItsOwnVersionTable(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
 
@@ -48,6 +49,7 @@ func TestUpCreatesEachSchemaWithItsOwnVersionTable(t *testing.T) {
 }
 
 func TestConcurrentUpIsSerialised(t *testing.T) {
+	t.Parallel()
 	// Replicas starting together all run `migrate`; exactly one applies.
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)

@@ -95,6 +95,7 @@ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`, schema)
 // a schema or a table in public; the runtime role cannot change or drop
 // its own tables either.
 func TestServicesCannotTouchEachOthersSchemas(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dsn := stack(t)
 	admin := connect(t, dsn)
@@ -105,6 +106,7 @@ func TestServicesCannotTouchEachOthersSchemas(t *testing.T) {
 	for _, set := range migrations.All {
 		roles := migrate.DefaultRoles(set.Schema)
 		for _, role := range []string{roles.Runtime, roles.Owner} {
+			// Not parallel: the subtests share admin, a *pgx.Conn.
 			t.Run(role, func(t *testing.T) {
 				conn := connect(t, pgtest.AsRole(dsn, role))
 				for _, other := range migrations.All {
@@ -159,6 +161,7 @@ func TestServicesCannotTouchEachOthersSchemas(t *testing.T) {
 // EXECUTE on the functions it calls, nothing on partitions or goose's
 // table; the owner roles have no grants on anything of another schema.
 func TestRuntimeGrants(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dsn := stack(t)
 	admin := connect(t, dsn)
@@ -235,9 +238,11 @@ SELECT obj, string_agg(privilege_type, ',' ORDER BY privilege_type) FROM (
 // database, nor CREATE on schema public. Also in the copies the test
 // harness hands out.
 func TestDatabaseGivesPublicNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for name, dsn := range map[string]string{"migrated": stack(t), "template copy": pgtest.NewDatabase(t)} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			admin := connect(t, dsn)
 			var publicDB, publicSchema []string
 			require.NoError(t, admin.QueryRow(ctx, `
@@ -286,6 +291,7 @@ SELECT coalesce((SELECT array_agg(a.privilege_type) FROM pg_database d, aclexplo
 // says what is missing. A schema someone else created first is refused by
 // the bootstrap and by migrate, never adopted.
 func TestSchemaCannotBeSquattedBeforeItsOwnerMigrates(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	needRoles(t)
 	dsn := pgtest.NewBlankDatabase(t)
@@ -342,6 +348,7 @@ func TestSchemaCannotBeSquattedBeforeItsOwnerMigrates(t *testing.T) {
 // bootstrap: the owner role gets the schema and its objects, the old role
 // becomes the runtime role with its grants, and loses CREATE.
 func TestBootstrapAdoptsTheLayoutBeforeRoles(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	needRoles(t)
 	dsn := pgtest.NewBlankDatabase(t)
@@ -370,6 +377,7 @@ func TestBootstrapAdoptsTheLayoutBeforeRoles(t *testing.T) {
 // cluster creating the same new roles) all succeed, and a second run
 // changes nothing.
 func TestBootstrapIsIdempotentAndConcurrent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	needRoles(t)
 	set := migrations.Set{Schema: "race", FS: fstest.MapFS{

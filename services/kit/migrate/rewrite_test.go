@@ -16,6 +16,7 @@ import (
 // migrator skips that one statement of migration 0001 and changes
 // nothing else of any migration.
 func TestOnlyMigration0001sCreateSchemaIsSkipped(t *testing.T) {
+	t.Parallel()
 	for _, set := range migrations.All {
 		files, err := fs.Glob(set.FS, "*.sql")
 		require.NoError(t, err)

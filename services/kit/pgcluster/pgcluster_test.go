@@ -34,6 +34,7 @@ func TestFindBinariesHonoursPGBIN(t *testing.T) {
 }
 
 func TestNewNeedsADataDir(t *testing.T) {
+	t.Parallel()
 	_, err := pgcluster.New(context.Background(), pgcluster.Options{})
 	assert.ErrorContains(t, err, "DataDir is required")
 }

@@ -36,6 +36,7 @@ DROP TABLE pgtest_fixture.things;
 }
 
 func TestDatabaseStartsMigrated(t *testing.T) {
+	t.Parallel()
 	pool := NewPool(t)
 	var name string
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT name FROM pgtest_fixture.things WHERE id = 1").Scan(&name))
@@ -43,6 +44,7 @@ func TestDatabaseStartsMigrated(t *testing.T) {
 }
 
 func TestDatabasesAreIsolated(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	a, b := NewPool(t), NewPool(t)
 
@@ -65,6 +67,7 @@ func TestDatabasesAreIsolated(t *testing.T) {
 }
 
 func TestDatabaseDroppedAfterTest(t *testing.T) {
+	t.Parallel()
 	var name string
 	t.Run("uses a database", func(t *testing.T) {
 		require.NoError(t, NewPool(t).QueryRow(context.Background(), "SELECT current_database()").Scan(&name))
@@ -76,6 +79,7 @@ func TestDatabaseDroppedAfterTest(t *testing.T) {
 }
 
 func TestStartClusterStopsAndRestarts(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var pid int
 	var dataDir string
@@ -127,6 +131,7 @@ func child(mode string) int {
 }
 
 func TestHarnessCleanup(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		mode string
@@ -140,6 +145,7 @@ func TestHarnessCleanup(t *testing.T) {
 		{"killed", "wait", func(p *os.Process) error { return p.Kill() }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			cmd := exec.Command(os.Args[0])
 			// The child always runs its own cluster, whatever this run uses.
 			cmd.Env = append(withoutEnv(os.Environ(), "DATABASE_URL"), childEnv+"="+tc.mode)

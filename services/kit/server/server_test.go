@@ -142,6 +142,7 @@ func waitHealth(t *testing.T, conn *grpc.ClientConn, service string, want health
 }
 
 func TestHealthFollowsTheDatabase(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cluster := pgtest.StartCluster(t)
 	pool, err := pgxpool.New(ctx, cluster.DSN("postgres")+" connect_timeout=1")
@@ -241,6 +242,7 @@ func TestHealthTurnsServingPromptlyWhenTheDatabaseIsBack(t *testing.T) {
 }
 
 func TestReflectionListsServices(t *testing.T) {
+	t.Parallel()
 	r := start(t, pgtest.NewPool(t), &testServer{}, 5*time.Second)
 	want := []string{testService, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"}
 	ctx := context.Background()
@@ -272,6 +274,7 @@ func TestReflectionListsServices(t *testing.T) {
 }
 
 func TestGracefulShutdownLetsInFlightCallsFinish(t *testing.T) {
+	t.Parallel()
 	entered, release := make(chan struct{}), make(chan struct{})
 	svc := &testServer{
 		unary: func(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
@@ -335,6 +338,7 @@ func TestGracefulShutdownLetsInFlightCallsFinish(t *testing.T) {
 }
 
 func TestShutdownTimeoutCutsOffStuckCalls(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		handler func(ctx context.Context) // blocks until the call ends
@@ -374,6 +378,7 @@ func TestShutdownTimeoutCutsOffStuckCalls(t *testing.T) {
 }
 
 func TestHandlerErrorsAreTranslatedAndPanicsRecovered(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int32
 	svc := &testServer{unary: func(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 		calls.Add(1)
@@ -424,6 +429,7 @@ func scrape(t *testing.T, addr string) string {
 }
 
 func TestNewFailsOnTakenPort(t *testing.T) {
+	t.Parallel()
 	r := start(t, pgtest.NewPool(t), &testServer{}, time.Second)
 	_, err := server.New(server.Config{
 		ListenAddr: r.srv.Addr(), MetricsAddr: "127.0.0.1:0",
@@ -439,6 +445,7 @@ func TestNewFailsOnTakenPort(t *testing.T) {
 }
 
 func TestHealthWatchDoesNotHoldShutdown(t *testing.T) {
+	t.Parallel()
 	r := start(t, pgtest.NewPool(t), &testServer{}, 30*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -471,6 +478,7 @@ func TestHealthWatchDoesNotHoldShutdown(t *testing.T) {
 }
 
 func TestBackgroundTasksOutliveInFlightCalls(t *testing.T) {
+	t.Parallel()
 	entered, release := make(chan struct{}), make(chan struct{})
 	var callFinished, taskSawCallFinished atomic.Bool
 	svc := &testServer{unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {

@@ -13,6 +13,9 @@ import (
 	"github.com/platforma/platforma/services/kit/telemetry/telemetrytest"
 )
 
+// The tests here are not parallel: telemetry.Setup sets otel's global
+// propagator (and tracer provider), which they check.
+
 func TestSpansAreExportedAndFlushedOnShutdown(t *testing.T) {
 	c := telemetrytest.Start(t)
 	before := otel.GetTracerProvider()

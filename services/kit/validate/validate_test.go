@@ -25,6 +25,7 @@ func violation(v *apierr.Violations, field string) string {
 }
 
 func TestUUID(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in      string
 		ok      bool
@@ -51,6 +52,7 @@ func TestUUID(t *testing.T) {
 }
 
 func TestTimestampAndWithin(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	var v apierr.Violations
 	_, ok := validate.Timestamp(&v, "missing", nil)
@@ -84,6 +86,7 @@ func TestTimestampAndWithin(t *testing.T) {
 }
 
 func TestEnum(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		value    commonv1.Outcome
 		required bool
@@ -103,6 +106,7 @@ func TestEnum(t *testing.T) {
 }
 
 func TestPageSize(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		in      int32
 		want    int

@@ -81,6 +81,7 @@ func stored(t *testing.T, pool *pgxpool.Pool) int {
 }
 
 func TestLogStampsRedactsAndDelivers(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	conn := startServer(t, pool, nil)
 	// A word the server does not redact: what arrives redacted, the SDK did.
@@ -170,6 +171,7 @@ func (s *lostAnswer) SendAndClose(*oplogv1.IngestResponse) error {
 }
 
 func TestEveryRowStoredOnceWhileStreamsAbortAtRandom(t *testing.T) {
+	t.Parallel()
 	const rows = 100000
 	pool := pgtest.NewPool(t)
 	f := &flaky{rng: rand.New(rand.NewPCG(7, 8))}
@@ -210,6 +212,7 @@ func TestEveryRowStoredOnceWhileStreamsAbortAtRandom(t *testing.T) {
 }
 
 func TestServerDownBuffersBoundedThenDrains(t *testing.T) {
+	t.Parallel()
 	const buffer, logged = 5000, 20000
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -252,6 +255,7 @@ func TestServerDownBuffersBoundedThenDrains(t *testing.T) {
 }
 
 func TestCloseReportsWhatItCouldNotDeliver(t *testing.T) {
+	t.Parallel()
 	conn, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
@@ -273,6 +277,7 @@ func TestCloseReportsWhatItCouldNotDeliver(t *testing.T) {
 }
 
 func TestRejectedEntriesAreReportedNotRetried(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	conn := startServer(t, pool, nil)
 	var mu sync.Mutex
@@ -299,6 +304,7 @@ func TestRejectedEntriesAreReportedNotRetried(t *testing.T) {
 }
 
 func TestTrackLogsOutcomeTypeAndDuration(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	conn := startServer(t, pool, nil)
 	client := newClient(t, conn)
@@ -342,6 +348,7 @@ func TestTrackLogsOutcomeTypeAndDuration(t *testing.T) {
 }
 
 func TestErrorType(t *testing.T) {
+	t.Parallel()
 	for err, want := range map[error]string{
 		nil: "",
 		oplogclient.Errorf("RATE_LIMIT", "429 from %s", "shop"):                  "RATE_LIMIT",

@@ -24,6 +24,7 @@ import (
 // A worker connects with its certificate from files; an operator's tool
 // with a bearer token; the token is never sent without TLS.
 func TestTLSFromFilesAndBearerToken(t *testing.T) {
+	t.Parallel()
 	op := apptest.Start(t, oplog.Service(), oplogv1.OpLogService_ServiceDesc.ServiceName)
 	p := apptest.PKI(t)
 	dir := t.TempDir()

@@ -42,6 +42,7 @@ func idleClient(t testing.TB, opts ...Option) *Client {
 }
 
 func TestIDsAreVersion7AndIncreasing(t *testing.T) {
+	t.Parallel()
 	c := idleClient(t)
 	at := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	var prev [16]byte
@@ -69,6 +70,7 @@ func TestIDsAreVersion7AndIncreasing(t *testing.T) {
 // The SDK sanitises each text field by the rule of its kind, the rule
 // every service checks, so what it sends is accepted everywhere.
 func TestTextFieldsSanitisedByTheirKind(t *testing.T) {
+	t.Parallel()
 	r := record{at: time.Now(), entry: Entry{
 		PlatformAccountID: "\u00a0shop-1 ",
 		ResourceID:        "line\nbreak",
@@ -98,6 +100,7 @@ func TestTextFieldsSanitisedByTheirKind(t *testing.T) {
 }
 
 func TestPayloadStruct(t *testing.T) {
+	t.Parallel()
 	type custom struct{ A int }
 	deep := map[string]any{}
 	cur := deep
@@ -158,6 +161,7 @@ func decodeStruct(t *testing.T, b []byte) map[string]any {
 // The hand-written row encoding decodes, with the standard library, into
 // the OperationLog it stands for.
 func TestAppendLogIsStandardProtobuf(t *testing.T) {
+	t.Parallel()
 	code := int32(-3)
 	r := record{
 		id: [16]byte{0x01, 0x93, 0xa0, 0xc2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xaa},

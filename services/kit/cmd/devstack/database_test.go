@@ -88,6 +88,8 @@ func databaseIsLocked(t *testing.T, cfg config) {
 // A .data/ from before passwords (a cluster that trusted every local
 // connection) is converted on the next start, before anyone can connect;
 // a lost password file gets new passwords that work.
+//
+// Not parallel: noPasswordFile uses t.Setenv.
 func TestClusterWithoutPasswordsIsConverted(t *testing.T) {
 	noPasswordFile(t)
 	ctx := context.Background()

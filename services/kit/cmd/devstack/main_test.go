@@ -71,6 +71,9 @@ func freeServices(t *testing.T) []service {
 // same directory (the path a newcomer takes the next morning). While the
 // first start runs, a second `make run` on the same directory and one whose
 // port is taken must fail without disturbing it.
+//
+// Not parallel: databaseIsLocked uses t.Setenv, and its steps share one
+// running stack.
 func TestStackStartsAndStops(t *testing.T) {
 	services := freeServices(t)
 	dataDir, err := os.MkdirTemp("", "platforma-devstack-")
@@ -240,6 +243,7 @@ func assertNotListening(t *testing.T, port int) {
 // process answers health on. Health alone says SERVING; devstack must see
 // that its own process never served there, and name the port.
 func TestReadinessNeedsTheServicesOwnProcess(t *testing.T) {
+	t.Parallel()
 	services := freeServices(t)
 	s := services[0]
 	impostor(t, s.port, s.grpcService)
@@ -264,6 +268,7 @@ func TestReadinessNeedsTheServicesOwnProcess(t *testing.T) {
 // A service that serves on its ports is ready; its "serving" line is what
 // ties the port to the process.
 func TestParseServing(t *testing.T) {
+	t.Parallel()
 	l, ok := parseServing(`time=2026-01-02T03:04:05.000Z level=INFO msg=serving addr=[::]:50051 metrics_addr=[::]:9451 services="[grpc.health.v1.Health]"`)
 	require.True(t, ok)
 	assert.Equal(t, listening{"[::]:50051", "[::]:9451"}, l)
@@ -283,6 +288,7 @@ func TestParseServing(t *testing.T) {
 
 // Every port is set by its own variable; mistakes are named.
 func TestPortsFromEnv(t *testing.T) {
+	t.Parallel()
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
 	p, pg, err := portsFromEnv(env(nil))
 	require.NoError(t, err)

@@ -179,6 +179,7 @@ func checkDashboardMetricsExported(t *testing.T, services []service) {
 // and the alert's ratio is the "Success rate" panel's: none of them can go
 // back to series that miss those failures without a test failing.
 func TestDashboardSuccessRatesAreUnitTested(t *testing.T) {
+	t.Parallel()
 	oneLine := func(expr string) string { return strings.Join(strings.Fields(expr), " ") }
 
 	raw, err := os.ReadFile(filepath.Join(observabilityDir, "alerts_test.yml"))

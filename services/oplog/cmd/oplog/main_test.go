@@ -22,6 +22,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestBinaryMigratesAndIngests(t *testing.T) {
+	t.Parallel()
 	grpcService := oplogv1.OpLogService_ServiceDesc.ServiceName
 	s := apptest.Start(t, oplog.Service(), grpcService)
 	assert.Contains(t, apptest.ListServices(t, s.Conn), grpcService, "reflection lists the service")
@@ -69,6 +70,7 @@ func TestBinaryMigratesAndIngests(t *testing.T) {
 // again, rejected rows are counted by the field at fault, and client-chosen
 // label values stop at their caps.
 func TestMetricsCountStoredOperationsOnce(t *testing.T) {
+	t.Parallel()
 	s := apptest.Start(t, oplog.Service(), oplogv1.OpLogService_ServiceDesc.ServiceName,
 		"-metrics-max-error-types=1", "-metrics-max-proxies=2")
 	client := oplogv1.NewOpLogServiceClient(s.Conn)

@@ -88,6 +88,7 @@ func assertSeries(t *testing.T, got map[string]float64, want map[string]float64)
 // Every series that a rate, a ratio or an alert reads exists at 0 before
 // its first count, or rate() never sees that count.
 func TestSeriesExistBeforeTheirFirstCount(t *testing.T) {
+	t.Parallel()
 	m := ingest.NewMetrics(2, 1)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.Collectors()...)
@@ -171,6 +172,7 @@ func TestSeriesExistBeforeTheirFirstCount(t *testing.T) {
 // exact counts, so rate() sees all 10 failures (success rate 75%, not
 // 100%).
 func TestScrapeCountsTheFirstFailuresOfANewErrorType(t *testing.T) {
+	t.Parallel()
 	s := apptest.Start(t, oplog.Service(), oplogv1.OpLogService_ServiceDesc.ServiceName)
 	const errorType = "CAPTCHA_WALL_NEVER_SEEN"
 

@@ -54,6 +54,7 @@ func nested(depth int) *structpb.Struct {
 }
 
 func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
+	t.Parallel()
 	str := func(v string) *structpb.Struct {
 		return &structpb.Struct{Fields: map[string]*structpb.Value{"k": structpb.NewStringValue(v)}}
 	}
@@ -112,6 +113,7 @@ func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			l := goodLog()
 			tt.mutate(l)
 			_, rej := converter.Convert(marshal(t, l), now)
@@ -123,6 +125,7 @@ func TestConvertRefusesWhatCannotBeStored(t *testing.T) {
 }
 
 func TestConvertKeepsGoodRows(t *testing.T) {
+	t.Parallel()
 	l := goodLog()
 	l.TraceId, l.SpanId = "4BF92F3577B34DA6A3CE929D0E0E4736", "00F067AA0BA902B7"
 	l.ErrorMessage = "line one\nline two\ttabbed — ünïcode"
@@ -142,6 +145,7 @@ func TestConvertKeepsGoodRows(t *testing.T) {
 }
 
 func TestPayloadRedactionIsRecursive(t *testing.T) {
+	t.Parallel()
 	payload, err := structpb.NewStruct(map[string]any{
 		"shopId":   "s-1",
 		"password": "hunter2",
@@ -190,6 +194,7 @@ func corrupt(t *testing.T, l *oplogv1.OperationLog, marker, with string) []byte 
 }
 
 func TestConvertRefusesInvalidUTF8PerRow(t *testing.T) {
+	t.Parallel()
 	l := goodLog()
 	l.ErrorMessage = "message-XX"
 	_, rej := converter.Convert(corrupt(t, l, "XX", "\xc3\x28"), now)
@@ -218,6 +223,7 @@ func TestConvertRefusesInvalidUTF8PerRow(t *testing.T) {
 }
 
 func TestConvertRefusesMalformedRows(t *testing.T) {
+	t.Parallel()
 	good := marshal(t, goodLog())
 	for name, b := range map[string][]byte{
 		"truncated":       good[:len(good)-3],
@@ -232,6 +238,7 @@ func TestConvertRefusesMalformedRows(t *testing.T) {
 }
 
 func TestSplitRequest(t *testing.T) {
+	t.Parallel()
 	req := &oplogv1.IngestRequest{Logs: []*oplogv1.OperationLog{goodLog(), goodLog(), goodLog()}}
 	b := marshal(t, req)
 	b = protowire.AppendTag(b, 99, protowire.VarintType) // an unknown field is skipped

@@ -86,6 +86,7 @@ func count(t *testing.T, pool *pgxpool.Pool, where string, args ...any) int {
 }
 
 func TestIngestStoresEveryFieldAndRedacts(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), time.Now)
 	l := row(time.Now().Add(-time.Minute))
@@ -135,6 +136,7 @@ func ptr[T any](v T) *T { return &v }
 // A stream of 1,000 rows, every tenth hostile: every good row is stored,
 // each bad one is reported with its index in the stream and its field.
 func TestHostileRowsAreRejectedAlone(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), time.Now)
 	now := time.Now()
@@ -193,6 +195,7 @@ func TestHostileRowsAreRejectedAlone(t *testing.T) {
 }
 
 func TestResentRowsAreCountedAsDuplicates(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), time.Now)
 	ctx := context.Background()
@@ -235,6 +238,7 @@ func TestResentRowsAreCountedAsDuplicates(t *testing.T) {
 }
 
 func TestRowsLandInTheirMonthsPartition(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	// The server believes it is early November: late October is in the window.
 	clock := time.Date(2026, 11, 3, 9, 0, 0, 0, time.UTC)
@@ -291,6 +295,7 @@ func TestRowsLandInTheirMonthsPartition(t *testing.T) {
 }
 
 func TestStreamLimits(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), time.Now)
 	big := make([]*oplogv1.OperationLog, wire.MaxRowsPerMessage+1)
@@ -315,6 +320,9 @@ func TestStreamLimits(t *testing.T) {
 // When the database cannot keep up, streams wait for buffer space and then
 // get RESOURCE_EXHAUSTED with a retry delay; nothing is acknowledged that
 // is not committed, and everything goes through once the database is back.
+//
+// Not parallel: it asserts what happened within a fixed second, which
+// other tests' load could stretch.
 func TestSlowDatabaseBacksPressureOntoStreams(t *testing.T) {
 	pool := pgtest.NewPool(t)
 	cfg := testConfig()
@@ -381,6 +389,7 @@ func TestSlowDatabaseBacksPressureOntoStreams(t *testing.T) {
 // Streams that open and send nothing hold no decode slot: with more idle
 // streams than slots, a producer is still answered at once.
 func TestIdleStreamsDoNotStarveProducers(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	cfg := testConfig()
 	cfg.ReceiveSlots, cfg.BufferWait = 2, 2*time.Second
@@ -408,6 +417,7 @@ func TestIdleStreamsDoNotStarveProducers(t *testing.T) {
 
 // Each way of being saturated names its own cause.
 func TestSaturationNamesItsCause(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	cfg := testConfig()
 	cfg.BufferMiB, cfg.BufferWait = 1, 200*time.Millisecond
@@ -443,6 +453,7 @@ func TestSaturationNamesItsCause(t *testing.T) {
 }
 
 func TestDatabaseDownFailsStreamsUntilItReturns(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cluster := pgtest.StartCluster(t)
 	// The service's own database, migrated, on a cluster the test can stop.
@@ -477,6 +488,7 @@ func TestDatabaseDownFailsStreamsUntilItReturns(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	require.NoError(t, cfg.Validate())
 	cfg.Writers, cfg.BatchRows, cfg.Backfill = 0, 0, time.Minute
@@ -490,6 +502,7 @@ func TestConfigValidate(t *testing.T) {
 // outcomes: new login rows with an account only, once however often the
 // stream is resent, and with the trace and span that performed them.
 func TestIngestQueuesNewLoginsInTheOutbox(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	cfg := testConfig()
 	cfg.ProfileAddr = "localhost:1" // no relay runs here: the outbox keeps what is queued
@@ -538,6 +551,7 @@ func TestIngestQueuesNewLoginsInTheOutbox(t *testing.T) {
 }
 
 func TestIngestWithoutProfileAddrQueuesNothing(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), time.Now)
 	l := row(time.Now())

@@ -71,6 +71,7 @@ func ingestAll(t *testing.T, client oplogv1.OpLogServiceClient, logs []*oplogv1.
 // Roll-ups count exactly what the raw table holds: duplicates and
 // rejected rows never count.
 func TestRollupsEqualRawRows(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	rng := rand.New(rand.NewPCG(11, 12))
@@ -223,6 +224,7 @@ func rowsOf(t *testing.T, pool *pgxpool.Pool, sql string) []string {
 }
 
 func TestPercentilesWithinOneBucketOfExact(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	rng := rand.New(rand.NewPCG(13, 14))
@@ -252,6 +254,7 @@ func TestPercentilesWithinOneBucketOfExact(t *testing.T) {
 }
 
 func TestProxyStatsAndFailureSeries(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	ctx := context.Background()
@@ -303,6 +306,7 @@ func TestProxyStatsAndFailureSeries(t *testing.T) {
 }
 
 func TestListOperationLogsPagesThroughTies(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	ctx := context.Background()
@@ -365,6 +369,7 @@ func TestListOperationLogsPagesThroughTies(t *testing.T) {
 }
 
 func TestListFiltersAndDefaultWindow(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	ctx := context.Background()
@@ -407,6 +412,7 @@ func TestListFiltersAndDefaultWindow(t *testing.T) {
 // Every value Ingest stores can be used as the filter that finds it: both
 // follow the field kinds of services/kit/validate.
 func TestStoredValuesAreUsableFilters(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	ctx := context.Background()
@@ -440,6 +446,7 @@ func TestStoredValuesAreUsableFilters(t *testing.T) {
 // plus the future skew, so the answer's until is a valid Timestamp that
 // protojson (grpcurl) can print.
 func TestStatsWindowsEndAtTheNewestPossibleRow(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	ctx := context.Background()
@@ -473,6 +480,7 @@ func TestStatsWindowsEndAtTheNewestPossibleRow(t *testing.T) {
 }
 
 func TestQueryValidation(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	ctx := context.Background()
@@ -543,6 +551,7 @@ func TestQueryValidation(t *testing.T) {
 // The important queries use their index and scan only the partitions of
 // the requested range.
 func TestQueriesUseTheirIndexesAndPrunePartitions(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	client := serve(t, pool, testConfig(), func() time.Time { return clock })
 	ctx := context.Background()

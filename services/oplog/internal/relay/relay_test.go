@@ -121,6 +121,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestWorkerThatOnlyLogsMovesItsProfile(t *testing.T) {
+	t.Parallel()
 	prof := startProfile(t)
 	op := startOpLog(t, prof.Addr)
 	user, now := uuid.NewString(), time.Now()
@@ -179,6 +180,7 @@ func freeAddr(t *testing.T) string {
 }
 
 func TestLoginsWaitOutAProfileOutageAndAnOpLogRestart(t *testing.T) {
+	t.Parallel()
 	profileAddr := freeAddr(t)
 	op := startOpLog(t, profileAddr)
 	user, now := uuid.NewString(), time.Now()
@@ -210,6 +212,7 @@ func TestLoginsWaitOutAProfileOutageAndAnOpLogRestart(t *testing.T) {
 // Two replicas share the outbox: one delivers, the other stands by and
 // takes over when the first stops; every login is counted exactly once.
 func TestReplicasDeliverEachLoginOnce(t *testing.T) {
+	t.Parallel()
 	prof := startProfile(t)
 	a := startOpLog(t, prof.Addr)
 	b := apptest.Run(t, oplog.Service(), a.DatabaseURL, oplogGRPC, relayFlags(prof.Addr)...)
@@ -263,6 +266,7 @@ func TestReplicasDeliverEachLoginOnce(t *testing.T) {
 // worker that also reports the login directly with the log id is
 // harmless the same way.
 func TestResentLoginIsNotCountedTwice(t *testing.T) {
+	t.Parallel()
 	prof := startProfile(t)
 	op := startOpLog(t, prof.Addr)
 	user := uuid.NewString()
@@ -284,6 +288,7 @@ func TestResentLoginIsNotCountedTwice(t *testing.T) {
 // up the logins behind it, and is kept as a dead letter that an operator
 // lists and, once the cause is fixed, replays.
 func TestRefusedLoginIsKeptAsADeadLetterAndReplayable(t *testing.T) {
+	t.Parallel()
 	profileAddr := freeAddr(t)
 	prof := startProfile(t, "-listen-addr="+profileAddr, "-max-event-age=1h")
 	op := startOpLog(t, profileAddr)
@@ -331,6 +336,7 @@ func TestRefusedLoginIsKeptAsADeadLetterAndReplayable(t *testing.T) {
 }
 
 func TestDeadLetterRequestsAreValidated(t *testing.T) {
+	t.Parallel()
 	op := apptest.Start(t, oplog.Service(), oplogGRPC)
 	client := oplogv1.NewOpLogServiceClient(op.Conn)
 	for _, tt := range []struct {
@@ -352,6 +358,7 @@ func TestDeadLetterRequestsAreValidated(t *testing.T) {
 // refuses them too, row by row, so no acknowledged login can be refused
 // later on its way to a profile.
 func TestLoginThatProfilesWouldRefuseIsRefusedAtIngest(t *testing.T) {
+	t.Parallel()
 	prof := startProfile(t)
 	op := startOpLog(t, prof.Addr)
 	user := uuid.NewString()
@@ -374,6 +381,7 @@ func TestLoginThatProfilesWouldRefuseIsRefusedAtIngest(t *testing.T) {
 }
 
 func TestWithoutProfileAddrNothingIsForwarded(t *testing.T) {
+	t.Parallel()
 	op := apptest.Start(t, oplog.Service(), oplogGRPC)
 	ingest(t, op, login(uuid.NewString(), "acct-1", true, time.Now()))
 	assert.Equal(t, 0, outboxSize(t, op.DatabaseURL))
@@ -386,6 +394,7 @@ func TestWithoutProfileAddrNothingIsForwarded(t *testing.T) {
 // one trace; the relay's delivery in its own trace, linked to the
 // worker's span, continuing into ProfileService and its database calls.
 func TestTraceFromWorkerThroughIngestAndRelayIntoProfiles(t *testing.T) {
+	t.Parallel()
 	prof := startProfile(t)
 	op := startOpLog(t, prof.Addr)
 	conn, err := oplogclient.Dial(op.Addr, op.DialOptions()...)

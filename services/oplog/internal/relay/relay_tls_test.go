@@ -32,6 +32,7 @@ func relayIdentity(t *testing.T, p *devpki.PKI, spiffeID string) []string {
 // spiffe://platforma/service/oplog (role service), and ProfileService
 // knows it as that.
 func TestRelayDeliversOverMutualTLSAsTheOplogService(t *testing.T) {
+	t.Parallel()
 	prof := startProfile(t, "-log-level=debug")
 	op := startOpLog(t, prof.Addr, relayIdentity(t, apptest.PKI(t), auth.SPIFFEID("service", "oplog"))...)
 	user := uuid.NewString()
@@ -53,6 +54,7 @@ func TestRelayDeliversOverMutualTLSAsTheOplogService(t *testing.T) {
 // A relay whose certificate another CA issued gets no connection: the
 // outcomes wait in the outbox, and the failures are counted.
 func TestRelayWithAForeignCertificateDeliversNothing(t *testing.T) {
+	t.Parallel()
 	prof := startProfile(t)
 	foreign, err := devpki.New("", "")
 	require.NoError(t, err)

@@ -11,6 +11,7 @@ import (
 )
 
 func TestBucket(t *testing.T) {
+	t.Parallel()
 	for ms, want := range map[int64]int{0: 0, 49: 0, 50: 1, 99: 1, 100: 2, 999: 6, 1000: 7, 59999: 16, 60000: 17, 1 << 40: 17} {
 		assert.Equal(t, want, stats.Bucket(ms), "%d ms", ms)
 		low, high := stats.BucketRange(want)
@@ -31,6 +32,7 @@ func exact(sorted []int64, q float64) float64 {
 }
 
 func TestPercentileFallsInTheBucketOfTheExactValue(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(9, 9))
 	for round := 0; round < 200; round++ {
 		n := 1 + rng.IntN(2000)
@@ -59,5 +61,6 @@ func TestPercentileFallsInTheBucketOfTheExactValue(t *testing.T) {
 }
 
 func TestAdd(t *testing.T) {
+	t.Parallel()
 	assert.Equal(t, []int64{2, 4, 3}, stats.Add([]int64{1, 2}, []int64{1, 2, 3}))
 }

@@ -51,6 +51,7 @@ func row(at time.Time) *Row {
 // parent's indexes. A batch written twice takes the write path's other
 // branch (a temporary staging table: the runtime role's TEMPORARY).
 func TestRuntimeRoleCreatesPartitionsThroughTheFunction(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, admin := runtimePool(t)
 	now := time.Now().UTC()
@@ -87,6 +88,7 @@ WHERE c.oid = to_regclass('oplog.' || $1) AND h.inhparent = 'oplog.operation_log
 
 // Replicas create the same months at once: each month once, no errors.
 func TestConcurrentPartitionCreation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, _ := runtimePool(t)
 	now := time.Now().UTC()
@@ -108,6 +110,7 @@ func TestConcurrentPartitionCreation(t *testing.T) {
 // The function creates a month's partition of the log and nothing else;
 // the runtime role cannot create a table any other way.
 func TestPartitionFunctionCreatesOnlyAMonthOfTheLog(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, admin := runtimePool(t)
 	code := func(err error) string {

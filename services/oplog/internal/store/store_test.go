@@ -8,6 +8,7 @@ import (
 )
 
 func TestWindowSplitsIntoDaysAndEdges(t *testing.T) {
+	t.Parallel()
 	at := func(s string) time.Time {
 		v, err := time.Parse("2006-01-02 15", s)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 )
 
 func TestFramesPassThroughAndMessagesAreProtobuf(t *testing.T) {
+	t.Parallel()
 	var c wire.Codec
 	assert.Equal(t, "proto", c.Name(), "nothing changes on the wire")
 

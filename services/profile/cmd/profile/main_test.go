@@ -21,6 +21,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestBinaryMigratesAndServes(t *testing.T) {
+	t.Parallel()
 	grpcService := profilev1.ProfileService_ServiceDesc.ServiceName
 	// A non-default N shows the service's own flags reach the handlers.
 	s := apptest.Start(t, profile.Service(), grpcService, "-refresh-after-failures=1")
@@ -59,6 +60,7 @@ func TestBinaryMigratesAndServes(t *testing.T) {
 // An item a batch refuses is logged and counted although the call itself
 // succeeds, whatever made it bad (here: a string that is not UTF-8).
 func TestRefusedBatchItemsAreLoggedAndCounted(t *testing.T) {
+	t.Parallel()
 	s := apptest.Start(t, profile.Service(), profilev1.ProfileService_ServiceDesc.ServiceName, "-log-level=info")
 	item := func(account string) *profilev1.RecordLoginResultRequest {
 		return &profilev1.RecordLoginResultRequest{

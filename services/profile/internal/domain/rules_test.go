@@ -12,6 +12,7 @@ import (
 )
 
 func TestScoreHundredths(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		success, total int64
 		want           int64
@@ -37,6 +38,7 @@ func TestScoreHundredths(t *testing.T) {
 }
 
 func TestGradeBoundaries(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		hundredths int64
 		want       profilev1.StabilityGrade
@@ -75,6 +77,7 @@ func minutes(w []domain.Login) []int {
 }
 
 func TestMergeWindow(t *testing.T) {
+	t.Parallel()
 	var window []domain.Login
 	for m := 1; m <= 12; m++ {
 		window = domain.MergeWindow(window, []domain.Login{at(m, true)})
@@ -98,6 +101,7 @@ func TestMergeWindow(t *testing.T) {
 }
 
 func TestConsecutiveFailuresAndRefresh(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		window  []domain.Login // newest first

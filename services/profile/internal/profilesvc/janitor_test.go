@@ -15,6 +15,7 @@ import (
 )
 
 func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.NewPool(t)
 	ctx := context.Background()
 	insert := func(age time.Duration) {
@@ -58,6 +59,7 @@ func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		cfg     Config
 		problem string

@@ -69,6 +69,7 @@ func outcomes(p *profilev1.Profile) []commonv1.Outcome {
 }
 
 func TestFirstLoginCreatesTheProfile(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	user := uuid.New()
@@ -106,6 +107,7 @@ func TestFirstLoginCreatesTheProfile(t *testing.T) {
 }
 
 func TestConcurrentOutcomesOnOneAccountAreExact(t *testing.T) {
+	t.Parallel()
 	const clients, perClient = 32, 500
 	client, _ := newClient(t)
 	user := uuid.New()
@@ -164,6 +166,7 @@ func TestConcurrentOutcomesOnOneAccountAreExact(t *testing.T) {
 }
 
 func TestSameEventFromConcurrentClientsCountsOnce(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	req := login(uuid.New(), "acct", failed, base)
 	var wg sync.WaitGroup
@@ -196,6 +199,7 @@ func TestSameEventFromConcurrentClientsCountsOnce(t *testing.T) {
 }
 
 func TestOutOfOrderOutcomesLandByTime(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	user := uuid.New()
@@ -228,6 +232,7 @@ func TestOutOfOrderOutcomesLandByTime(t *testing.T) {
 }
 
 func TestScoreGradeAndSessionRefresh(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	user := uuid.New()
@@ -254,6 +259,7 @@ func TestScoreGradeAndSessionRefresh(t *testing.T) {
 }
 
 func TestNewestAuthTypeReportWins(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	user := uuid.New()
@@ -272,6 +278,7 @@ func TestNewestAuthTypeReportWins(t *testing.T) {
 }
 
 func TestInvalidRequestsNameTheField(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	valid := func() *profilev1.RecordLoginResultRequest { return login(uuid.New(), "acct", success, base) }
 	tests := []struct {
@@ -301,6 +308,7 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			req := valid()
 			tt.mutate(req)
 			_, err := client.RecordLoginResult(context.Background(), req)
@@ -320,6 +328,7 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 // field named, and in a batch that item alone. (Our stubs no longer refuse
 // to encode such strings, so the test sends what any client could.)
 func TestInvalidUTF8IsRefusedByField(t *testing.T) {
+	t.Parallel()
 	client, pool := newClient(t)
 	user := uuid.New()
 	_, err := client.RecordLoginResult(context.Background(), login(user, "a\xffb", success, base))
@@ -351,6 +360,7 @@ func TestInvalidUTF8IsRefusedByField(t *testing.T) {
 }
 
 func TestBatchAppliesEveryValidItem(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	user := uuid.New()
@@ -409,6 +419,7 @@ func TestBatchAppliesEveryValidItem(t *testing.T) {
 }
 
 func TestBatchLimits(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	_, err := client.BatchRecordLoginResults(ctx, &profilev1.BatchRecordLoginResultsRequest{})
@@ -428,6 +439,7 @@ func TestBatchLimits(t *testing.T) {
 }
 
 func TestGetProfile(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	user := uuid.New()
@@ -504,6 +516,7 @@ func listAll(t *testing.T, client profilev1.ProfileServiceClient, req *profilev1
 }
 
 func TestListProfilesPagesThroughTiesInScoreOrder(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	// Seven profiles at 49 (ties across page boundaries), and around the
 	// grade boundaries.
@@ -547,6 +560,7 @@ func TestListProfilesPagesThroughTiesInScoreOrder(t *testing.T) {
 }
 
 func TestListProfilesRefusesMisusedTokens(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	seedScores(t, client, commonv1.AuthType_AUTH_TYPE_NORMAL, 10, 20, 30)
 	first, err := client.ListProfiles(context.Background(), &profilev1.ListProfilesRequest{PageSize: 1, MaxScore: proto.Float64(50)})
@@ -639,6 +653,7 @@ func TestListProfilesRefusesForgedTokens(t *testing.T) {
 }
 
 func TestStabilityDistribution(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	empty, err := client.GetStabilityDistribution(context.Background(), &profilev1.GetStabilityDistributionRequest{})
 	require.NoError(t, err)

@@ -25,10 +25,12 @@ func TestMain(m *testing.M) { pgtest.Main(m, migrations.Profile) }
 // The SQL functions behind the generated columns and the Go rules must
 // give the same answers on the same inputs.
 func TestSQLRulesAgreeWithGo(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
 
 	t.Run("score", func(t *testing.T) {
+		t.Parallel()
 		var successes, totals []int64
 		for total := int64(0); total <= 80; total++ {
 			for success := int64(0); success <= total; success++ {
@@ -54,6 +56,7 @@ func TestSQLRulesAgreeWithGo(t *testing.T) {
 	})
 
 	t.Run("grade", func(t *testing.T) {
+		t.Parallel()
 		rows, err := pool.Query(ctx, `SELECT h, profile.stability_grade(h / 100.0) FROM generate_series(0, 10000) h`)
 		require.NoError(t, err)
 		type row struct {
@@ -69,6 +72,7 @@ func TestSQLRulesAgreeWithGo(t *testing.T) {
 	})
 
 	t.Run("window merge and streak", func(t *testing.T) {
+		t.Parallel()
 		rng := rand.New(rand.NewPCG(3, 4))
 		randomLogins := func(n int) []domain.Login {
 			out := make([]domain.Login, n)
@@ -143,6 +147,7 @@ func (c *countingTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBa
 func (c *countingTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
 func TestBatchOfAThousandIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
 	require.NoError(t, err)
@@ -178,6 +183,7 @@ func TestBatchOfAThousandIsOneRoundTrip(t *testing.T) {
 }
 
 func TestPurgeEventsDeletesOnlyExpiredAndTakesTurns(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
 	_, err := pool.Exec(ctx, `
@@ -208,6 +214,7 @@ func TestPurgeEventsDeletesOnlyExpiredAndTakesTurns(t *testing.T) {
 }
 
 func TestQueriesUseTheirIndexes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
 	_, err := pool.Exec(ctx, `
@@ -222,6 +229,7 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT id, user_id FROM profile.profiles LIMIT 1`).Scan(&someID, &someUser))
 
 	t.Run("list: index range scan in order, no sort", func(t *testing.T) {
+		t.Parallel()
 		for _, q := range []ListQuery{
 			{AfterHundredths: -1, AfterID: uuid.Max, BelowHundredths: 10001, Limit: 51},
 			{AfterHundredths: 4999, AfterID: uuid.Max, BelowHundredths: 8000, AuthType: 1, Limit: 51},
@@ -235,18 +243,22 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 		}
 	})
 	t.Run("get by id", func(t *testing.T) {
+		t.Parallel()
 		p := apptest.Plan(t, pool, `SELECT`+profileColumns+` FROM profile.profiles WHERE id = $1`, someID)
 		assert.Contains(t, p, `"Index Name":"profiles_pkey"`, p)
 	})
 	t.Run("get by account", func(t *testing.T) {
+		t.Parallel()
 		p := apptest.Plan(t, pool, `SELECT`+profileColumns+` FROM profile.profiles WHERE user_id = $1 AND platform_account_id = $2`, someUser, "acct-1")
 		assert.Contains(t, p, `"Index Name":"profiles_account_key"`, p)
 	})
 	t.Run("apply: account lookups by the unique key", func(t *testing.T) {
+		t.Parallel()
 		p := apptest.Plan(t, pool, profilesByAccount, []uuid.UUID{someUser}, []string{"acct-1"})
 		assert.Contains(t, p, `"Index Name":"profiles_account_key"`, p)
 	})
 	t.Run("purge: BRIN range of old events", func(t *testing.T) {
+		t.Parallel()
 		p := apptest.Plan(t, pool, purgeEvents, time.Now().Add(-1600*time.Hour), 10000)
 		assert.Contains(t, p, `"Index Name":"login_events_recorded_at_brin"`, p)
 	})

@@ -20,6 +20,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestBinaryMigratesAndServes(t *testing.T) {
+	t.Parallel()
 	grpcService := reviewmetav1.ReviewMetadataService_ServiceDesc.ServiceName
 	s := apptest.Start(t, reviewmeta.Service(), grpcService)
 	assert.Contains(t, apptest.ListServices(t, s.Conn), grpcService, "reflection lists the service")

@@ -17,6 +17,7 @@ const (
 )
 
 func TestReviewTypeDerivation(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		given   reviewmetav1.ReviewType
@@ -41,6 +42,7 @@ func TestReviewTypeDerivation(t *testing.T) {
 }
 
 func TestReplyStateAndFilters(t *testing.T) {
+	t.Parallel()
 	const (
 		anyState     = reviewmetav1.ReplyState_REPLY_STATE_UNSPECIFIED
 		notAttempted = reviewmetav1.ReplyState_REPLY_STATE_NOT_ATTEMPTED

@@ -72,6 +72,7 @@ func attempt(t *testing.T, client reviewmetav1.ReviewMetadataServiceClient, revi
 }
 
 func TestUpsertStoresAndDerivesTheType(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	shop := uuid.New()
 	for _, tc := range []struct {
@@ -103,6 +104,7 @@ func TestUpsertStoresAndDerivesTheType(t *testing.T) {
 }
 
 func TestSamePageFromConcurrentScrapersKeepsTheNewestData(t *testing.T) {
+	t.Parallel()
 	client, pool := newClient(t)
 	shop := uuid.New()
 	const pageSize, scrapers = 100, 8
@@ -151,6 +153,7 @@ func TestSamePageFromConcurrentScrapersKeepsTheNewestData(t *testing.T) {
 }
 
 func TestOlderFetchNeverOverwritesNewer(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	r := review(uuid.New(), base.Add(time.Minute))
 	r.Source = "NEW"
@@ -163,6 +166,7 @@ func TestOlderFetchNeverOverwritesNewer(t *testing.T) {
 }
 
 func TestUpsertNeverResetsReplyState(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	r := review(uuid.New(), base)
 	upsert(t, client, r)
@@ -182,6 +186,7 @@ func TestUpsertNeverResetsReplyState(t *testing.T) {
 }
 
 func TestReplyAttemptsCountExactlyUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	r := review(uuid.New(), base)
 	upsert(t, client, r)
@@ -213,6 +218,7 @@ func TestReplyAttemptsCountExactlyUnderConcurrency(t *testing.T) {
 }
 
 func TestAttemptIDMakesRetriesHarmless(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	r := review(uuid.New(), base)
 	upsert(t, client, r)
@@ -250,6 +256,7 @@ func TestAttemptIDMakesRetriesHarmless(t *testing.T) {
 }
 
 func TestRecordReplyAttemptRefusals(t *testing.T) {
+	t.Parallel()
 	client, pool := newClient(t)
 	_, err := client.RecordReplyAttempt(context.Background(), &reviewmetav1.RecordReplyAttemptRequest{
 		ReviewId: uuid.NewString(), Success: true, AttemptedAt: timestamppb.New(base),
@@ -275,6 +282,7 @@ func TestRecordReplyAttemptRefusals(t *testing.T) {
 }
 
 func TestBatchWithOneBadItem(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	shop := uuid.New()
 	good1, good2 := review(shop, base), review(shop, base)
@@ -305,6 +313,7 @@ func TestBatchWithOneBadItem(t *testing.T) {
 // A string that is not UTF-8 is refused by field, like any bad value; in
 // a page, that review alone.
 func TestInvalidUTF8IsRefusedByField(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	shop := uuid.New()
@@ -332,6 +341,7 @@ func TestInvalidUTF8IsRefusedByField(t *testing.T) {
 }
 
 func TestInvalidInputNamesTheField(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	ctx := context.Background()
 	upsertCases := []struct {
@@ -404,6 +414,7 @@ func listAll(t *testing.T, client reviewmetav1.ReviewMetadataServiceClient, req 
 }
 
 func TestListingByStateAcrossPages(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	shop, otherShop := uuid.New(), uuid.New()
 	upsert(t, client, review(otherShop, base)) // never listed for shop
@@ -522,6 +533,7 @@ func TestListReviewMetadataRefusesForgedTokens(t *testing.T) {
 }
 
 func TestReplyStats(t *testing.T) {
+	t.Parallel()
 	client, _ := newClient(t)
 	shopA, shopB := uuid.New(), uuid.New()
 	add := func(shop uuid.UUID, bookingDetail bool, outcomes ...bool) {

@@ -29,6 +29,7 @@ var states = []reviewmetav1.ReplyState{
 
 // The SQL state filters select exactly what domain.Matches selects.
 func TestStateFiltersAgreeWithGo(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
 	shop := uuid.New()
@@ -64,6 +65,7 @@ func TestStateFiltersAgreeWithGo(t *testing.T) {
 }
 
 func TestQueriesUseTheirIndexes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
 	// 200 shops × 500 reviews, nine in ten replied, and one big shop of
