@@ -495,20 +495,12 @@ func sdkLoad(addr string, dial []grpc.DialOption, clients int, d time.Duration, 
 	wg.Wait()
 
 	res := loadResult{rate: float64(after-before) / elapsed.Seconds()}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for _, c := range all {
-		if err := c.Close(ctx); err != nil {
-			return res, err
-		}
-		st := c.Stats()
-		res.acked += st.Acknowledged
-		res.dropped += st.Dropped
-		res.failed += st.Failed
-		res.retries += st.Retries
-		res.spooled += st.Spooled
-		res.replayed += st.SpoolReplayed
+	st, err := closeAll(all)
+	if err != nil {
+		return res, err
 	}
+	res.acked, res.dropped, res.failed, res.retries = st.Acknowledged, st.Dropped, st.Failed, st.Retries
+	res.spooled, res.replayed = st.Spooled, st.SpoolReplayed
 	for _, conn := range conns {
 		_ = conn.Close()
 	}
@@ -613,4 +605,26 @@ func concurrentStreams(addr string, dial []grpc.DialOption, n int, d time.Durati
 		fmt.Printf("                             (some streams were told to back off: %v)\n", err)
 	}
 	return float64(rows.Load()) / time.Since(start).Seconds(), nil
+}
+
+// closeAll closes the clients (a minute in all to deliver what they hold)
+// and returns the sums of the counters the figures use.
+func closeAll(all []*oplogclient.Client) (oplogclient.Stats, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var sum oplogclient.Stats
+	for _, c := range all {
+		if err := c.Close(ctx); err != nil {
+			return sum, err
+		}
+		st := c.Stats()
+		sum.Enqueued += st.Enqueued
+		sum.Acknowledged += st.Acknowledged
+		sum.Dropped += st.Dropped
+		sum.Failed += st.Failed
+		sum.Retries += st.Retries
+		sum.Spooled += st.Spooled
+		sum.SpoolReplayed += st.SpoolReplayed
+	}
+	return sum, nil
 }

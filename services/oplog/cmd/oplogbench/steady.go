@@ -110,18 +110,11 @@ func steadyLoad(addr string, dial []grpc.DialOption, clients, rate int, d time.D
 		}()
 	}
 	wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for _, c := range all {
-		if err := c.Close(ctx); err != nil {
-			return res, err
-		}
-		st := c.Stats()
-		res.logged += st.Enqueued
-		res.acked += st.Acknowledged
-		res.dropped += st.Dropped
-		res.failed += st.Failed
+	st, err := closeAll(all)
+	if err != nil {
+		return res, err
 	}
+	res.logged, res.acked, res.dropped, res.failed = st.Enqueued, st.Acknowledged, st.Dropped, st.Failed
 	res.streams, res.rows = streams.Load(), rows.Load()
 	mu.Lock()
 	defer mu.Unlock()
