@@ -242,7 +242,6 @@ type Client struct {
 	inFlight atomic.Int64
 
 	enqueued, acknowledged, duplicates, rejected, dropped, failed, retries atomic.Int64
-	spooled, spoolReplayed                                                 atomic.Int64
 }
 
 // record is a buffered entry, stamped by Log.
@@ -497,7 +496,7 @@ func (c *Client) Stats() Stats {
 	}
 	if c.spool != nil {
 		sp := c.spool.stats()
-		st.Spooled, st.SpoolReplayed = c.spooled.Load(), c.spoolReplayed.Load()
+		st.Spooled, st.SpoolReplayed = sp.written, sp.replayed
 		st.SpoolDropped, st.SpoolCorrupt = c.spool.dropped.Load(), c.spool.corrupt.Load()
 		st.SpoolEntries, st.SpoolBytes = sp.entries, sp.bytes
 		if !sp.oldest.IsZero() {

@@ -99,8 +99,7 @@ func (c *Client) toSpool(o *outgoing) {
 		rows[i] = o.msg[r[0]:r[1]]
 		logged[i] = o.batch[i].queued
 	}
-	dropped, _ := c.spool.write(rows, logged) // a failed write is counted as dropped
-	c.spooled.Add(int64(len(rows) - dropped))
+	_, _ = c.spool.write(rows, logged) // the spool counts what it writes and what it drops
 }
 
 // deliver sends o until it is acknowledged or given up on. A memory batch
@@ -134,7 +133,7 @@ func (c *Client) deliver(o *outgoing) {
 		case permanent:
 			c.failed.Add(int64(o.len()))
 			if fromSpool {
-				c.spool.done(o.spooled)
+				c.spool.done(o.spooled, 0)
 			}
 			span.SetStatus(otelcodes.Error, "gave up: "+code.String())
 			return
@@ -178,8 +177,7 @@ func (c *Client) recordAck(o *outgoing, resp *oplogv1.IngestResponse, attempts i
 	c.duplicates.Add(resp.GetDuplicates())
 	c.rejected.Add(int64(len(resp.GetRejected())))
 	if o.spooled != nil {
-		c.spoolReplayed.Add(acked)
-		c.spool.done(o.spooled)
+		c.spool.done(o.spooled, acked)
 	}
 	if c.opts.onRejected != nil {
 		for _, r := range resp.GetRejected() {

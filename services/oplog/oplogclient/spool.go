@@ -74,7 +74,12 @@ type spool struct {
 	// released, also of segments dropped meanwhile.
 	handedOut int
 
-	written, dropped, corrupt atomic.Int64
+	// written and replayed are kept under mu with the segments, so that
+	// stats never shows an entry in the spool that is not yet counted as
+	// written, or one both replayed and still waiting.
+	written, replayed int64
+
+	dropped, corrupt atomic.Int64
 }
 
 type segment struct {
@@ -271,7 +276,7 @@ func (s *spool) write(rows [][]byte, loggedAt []time.Time) (int, error) {
 	last.size += need
 	last.unread += len(rows)
 	s.total += need
-	s.written.Add(int64(len(rows)))
+	s.written += int64(len(rows))
 	select {
 	case s.ready <- struct{}{}:
 	default:
@@ -492,9 +497,11 @@ func (s *spool) finishRead(seg *segment) {
 
 // done is called for records handed out by next once they are
 // acknowledged or given up on: their segment goes when all of it is done.
-func (s *spool) done(recs []spooledRecord) {
+// acknowledged is how many of them the server acknowledged.
+func (s *spool) done(recs []spooledRecord, acknowledged int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.replayed += acknowledged
 	for _, r := range recs {
 		r.seg.pending--
 		s.handedOut--
@@ -519,14 +526,15 @@ func (s *spool) release(recs []spooledRecord) {
 }
 
 type spoolStats struct {
-	entries, bytes int64
-	oldest         time.Time
+	entries, bytes    int64
+	written, replayed int64
+	oldest            time.Time
 }
 
 func (s *spool) stats() spoolStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := spoolStats{entries: int64(s.handedOut)}
+	st := spoolStats{entries: int64(s.handedOut), written: s.written, replayed: s.replayed}
 	for _, seg := range s.segs {
 		n := int64(seg.unread + seg.pending + seg.kept)
 		st.entries += int64(seg.unread + seg.kept)

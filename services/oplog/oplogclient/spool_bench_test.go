@@ -162,7 +162,7 @@ func BenchmarkSpoolReplay(b *testing.B) {
 		if len(recs) != 500 {
 			b.Fatalf("read %d records", len(recs))
 		}
-		s.done(recs)
+		s.done(recs, int64(len(recs)))
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*len(rows))/b.Elapsed().Seconds(), "entries/s")

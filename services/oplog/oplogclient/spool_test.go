@@ -34,7 +34,7 @@ func drain(t *testing.T, s *spool) []string {
 		for _, r := range recs {
 			got = append(got, string(r.row))
 		}
-		s.done(recs)
+		s.done(recs, int64(len(recs)))
 	}
 }
 
@@ -68,6 +68,7 @@ func TestSpoolHandsOutInOrderAndDeletesOnlyWhatIsDone(t *testing.T) {
 	}
 	assert.Greater(t, len(segments(t, dir)), 3)
 	assert.Equal(t, int64(500), s.stats().entries)
+	assert.Equal(t, int64(500), s.stats().written)
 	assert.Equal(t, time.Unix(1_800_000_000, 0), s.stats().oldest)
 
 	// Handed out but not done with: nothing is deleted.
@@ -75,9 +76,10 @@ func TestSpoolHandsOutInOrderAndDeletesOnlyWhatIsDone(t *testing.T) {
 	require.Len(t, recs, 120)
 	files := len(segments(t, dir))
 	assert.Equal(t, int64(500), s.stats().entries, "handed out is still spooled")
-	s.done(recs[:60])
+	s.done(recs[:60], 58) // two of them rejected
 	assert.Equal(t, int64(440), s.stats().entries)
-	s.done(recs[60:])
+	assert.Equal(t, int64(58), s.stats().replayed, "replayed counts what the server acknowledged")
+	s.done(recs[60:], int64(len(recs)-60))
 	assert.Less(t, len(segments(t, dir)), files, "segments read and done with are deleted")
 
 	got := drain(t, s)
@@ -104,7 +106,7 @@ func TestSpoolKeepsWhatWasNotDoneForTheNextOpen(t *testing.T) {
 	_, err = s.write(rows, at)
 	require.NoError(t, err)
 	recs := s.next(100)
-	s.done(recs[:40]) // delivered
+	s.done(recs[:40], 40) // delivered
 	s.release(recs[40:])
 	s.close()
 
