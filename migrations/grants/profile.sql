@@ -14,3 +14,5 @@ GRANT SELECT, INSERT, DELETE ON profile.login_events TO {{runtime}};
 -- Called by the upsert (the generated columns' functions are run by
 -- Postgres on the table's behalf).
 GRANT EXECUTE ON FUNCTION profile.merge_logins(profile.login[], profile.login[]) TO {{runtime}};
+-- ListProfiles' grade filter (rule:grade-thresholds).
+GRANT EXECUTE ON FUNCTION profile.grade_floor(integer), profile.grade_ceiling(integer) TO {{runtime}};

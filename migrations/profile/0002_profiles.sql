@@ -10,8 +10,10 @@ CREATE TYPE profile.login AS (
 
 -- The session-stability rules, as immutable SQL functions: generated columns
 -- use them, so score, grade and streak can never disagree with the
--- counters and the window (last_login_at is the window's first entry). internal/domain has the same rules in Go; a
--- test checks both give the same answers on the same inputs.
+-- counters and the window (last_login_at is the window's first entry).
+-- These functions are where the rules execute; the tests of
+-- services/profile/internal/store hold an independent Go version of each
+-- (the test oracle) and check both agree on the same inputs.
 
 -- round(success / total * 100, 2); 0 when total is 0.
 CREATE FUNCTION profile.stability_score(success bigint, total bigint) RETURNS numeric(5,2)
@@ -19,6 +21,8 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN CASE WHEN total = 0 THEN 0 ELSE round(success * 100.0 / total, 2) END;
 
 -- StabilityGrade enum numbers: 1 STABLE (>= 80), 2 UNSTABLE (>= 50), 3 CRITICAL.
+-- rule:grade-thresholds: 0003_grade_floor.sql replaces this function with one
+-- that reads profile.grade_floor.
 CREATE FUNCTION profile.stability_grade(score numeric) RETURNS smallint
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN CASE WHEN score >= 80 THEN 1 WHEN score >= 50 THEN 2 ELSE 3 END;
@@ -30,7 +34,8 @@ RETURN coalesce(
     (SELECT min(u.n) - 1 FROM unnest(logins) WITH ORDINALITY AS u(occurred_at, success, event_id, n) WHERE u.success),
     cardinality(logins));
 
--- The 10 newest of two windows' logins, newest first.
+-- rule:login-window: the 10 newest of two windows' logins, newest first
+-- (domain.WindowSize in Go bounds -refresh-after-failures by it).
 CREATE FUNCTION profile.merge_logins(a profile.login[], b profile.login[]) RETURNS profile.login[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN ARRAY(
@@ -62,7 +67,7 @@ CREATE TABLE profile.profiles (
     update_time           timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT profiles_account_key UNIQUE (user_id, platform_account_id),
     CHECK (success_login_count BETWEEN 0 AND total_login_count),
-    CHECK (cardinality(recent_logins) <= 10)
+    CHECK (cardinality(recent_logins) <= 10) -- rule:login-window
 );
 
 -- ListProfiles: lowest score first, keyset (score, id); grade filters are

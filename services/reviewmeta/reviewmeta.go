@@ -14,15 +14,15 @@ import (
 
 // Service describes the binary: ports, migrations and wiring.
 func Service() app.Service {
-	var tokens *pagetoken.Keyring
+	var cfg reviewmetasvc.Config
 	return app.Service{
 		Name:               "reviewmeta",
 		DefaultListenAddr:  ":50052",
 		DefaultMetricsAddr: ":9452",
 		Migrations:         migrations.ReviewMeta,
-		PageTokens:         func(k *pagetoken.Keyring) { tokens = k },
+		PageTokens:         func(k *pagetoken.Keyring) { cfg.PageTokens = k },
 		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
-			return reviewmetasvc.Register(r, pool, tokens)
+			return reviewmetasvc.Register(r, pool, cfg)
 		},
 	}
 }

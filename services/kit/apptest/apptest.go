@@ -156,40 +156,62 @@ func ServeCodec(t testing.TB, db server.Pinger, codec encoding.CodecV2, register
 	// TLS and authentication as in the binary (the platform's method
 	// table, tokens of the test PKI), without rate limits.
 	tlsCfg, authn, creds := inProcessSecurity(t)
-	srv, err := server.New(server.Config{
-		ListenAddr:      "127.0.0.1:0",
-		MetricsAddr:     "127.0.0.1:0",
-		ShutdownTimeout: 10 * time.Second,
-		HealthInterval:  time.Second,
-		MaxRecvMsgSize:  16 << 20,
-		TLS:             tlsCfg,
-	}, server.Options{
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Database: db,
-		Register: register,
-		Codec:    codec,
-		Auth:     authn,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	conn, err := grpc.NewClient(srv.Addr(), append(creds,
+	addr, stop := runServer(t, server.Config{ListenAddr: "127.0.0.1:0", TLS: tlsCfg},
+		server.Options{Database: db, Register: register, Codec: codec, Auth: authn})
+	conn, err := grpc.NewClient(addr, append(creds,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 	if err != nil {
 		stop()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
+	t.Cleanup(func() { _ = conn.Close(); stop() })
 	return conn
+}
+
+// ServePlaintextAt runs a kit server, as ServeCodec does, on the fixed
+// address addr (a test's "server comes back on the same address"), over
+// plaintext and without authentication: for clients that dial with
+// insecure credentials and no token, as the worker SDK's tests do. The
+// server has the standard health service, following db. It returns once
+// addr is bound. stop shuts the server down as SIGTERM would and waits
+// for it; it may be called more than once, runs at the end of the test,
+// and frees addr for a later server.
+func ServePlaintextAt(t testing.TB, addr string, db server.Pinger, codec encoding.CodecV2, register func(server.Registrar) error) (stop func()) {
+	t.Helper()
+	_, stop = runServer(t, server.Config{ListenAddr: addr, Insecure: true},
+		server.Options{Database: db, Register: register, Codec: codec, WithoutAuth: true})
+	return stop
+}
+
+// runServer runs a kit server with cfg and opts, completed with the
+// settings every test server shares, until stop, which may be called more
+// than once and runs at the end of the test. It returns once the server
+// listens, with its address.
+func runServer(t testing.TB, cfg server.Config, opts server.Options) (addr string, stop func()) {
+	t.Helper()
+	cfg.MetricsAddr = "127.0.0.1:0"
+	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.HealthInterval = time.Second
+	cfg.MaxRecvMsgSize = 16 << 20
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server on %s: %v", srv.Addr(), err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return srv.Addr(), stop
 }
 
 // asRole is dsn (pgtest.NewDatabase's) as the role the binary connects

@@ -197,6 +197,8 @@ SELECT obj, string_agg(privilege_type, ',' ORDER BY privilege_type) FROM (
 		"profile.profiles":     siu,
 		"profile.login_events": sid,
 		"profile.merge_logins(profile.login[],profile.login[])": "EXECUTE",
+		"profile.grade_floor(integer)":                          "EXECUTE",
+		"profile.grade_ceiling(integer)":                        "EXECUTE",
 	}, grants("profile"))
 	assert.Equal(t, map[string]string{
 		"schema reviewmeta":          "USAGE",

@@ -182,6 +182,22 @@ func (r Registrar) Background(name string, task func(ctx context.Context)) {
 	r.server.background = append(r.server.background, backgroundTask{name: name, run: task})
 }
 
+// Every runs round at once and then every interval, until ctx ends: the
+// loop of a background task that works in rounds. A round that outlasts
+// the interval is followed at once by the next.
+func Every(ctx context.Context, interval time.Duration, round func(ctx context.Context)) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		round(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
 type backgroundTask struct {
 	name string
 	run  func(ctx context.Context)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -47,15 +46,25 @@ type wrap func(oplogv1.OpLogServiceServer) oplogv1.OpLogServiceServer
 func startServer(t *testing.T, pool *pgxpool.Pool, w wrap) *grpc.ClientConn {
 	t.Helper()
 	return apptest.ServeCodec(t, pool, wire.Codec{}, func(r server.Registrar) error {
-		s := oplogsvc.New(pool, serverConfig(), r.Logger, time.Now)
-		var impl oplogv1.OpLogServiceServer = s
 		if w != nil {
-			impl = w(s)
+			r.GRPC = wrapRegistrar{inner: r.GRPC, w: w}
 		}
-		oplogv1.RegisterOpLogServiceServer(r.GRPC, impl)
-		s.RegisterBackground(r)
-		return nil
+		return oplogsvc.Register(r, pool, serverConfig())
 	})
+}
+
+// wrapRegistrar registers OpLogService's implementation wrapped in w, and
+// every other service as it is.
+type wrapRegistrar struct {
+	inner grpc.ServiceRegistrar
+	w     wrap
+}
+
+func (r wrapRegistrar) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	if s, ok := impl.(oplogv1.OpLogServiceServer); ok && desc.ServiceName == oplogv1.OpLogService_ServiceDesc.ServiceName {
+		impl = r.w(s)
+	}
+	r.inner.RegisterService(desc, impl)
 }
 
 func newClient(t *testing.T, conn grpc.ClientConnInterface, opts ...oplogclient.Option) *oplogclient.Client {
@@ -237,15 +246,8 @@ func TestServerDownBuffersBoundedThenDrains(t *testing.T) {
 
 	// The server comes up on that address: the buffer drains by itself.
 	pool := pgtest.NewPool(t)
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(wire.Codec{}))
-	s := oplogsvc.New(pool, serverConfig(), slog.New(slog.DiscardHandler), time.Now)
-	oplogv1.RegisterOpLogServiceServer(srv, s)
-	writerCtx, stopWriter := context.WithCancel(context.Background())
-	go s.RunWriter(writerCtx)
-	lis, err = net.Listen("tcp", addr)
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(lis) }()
-	defer func() { srv.GracefulStop(); stopWriter() }()
+	stop := serveOn(t, addr, pool)
+	defer stop()
 
 	require.Eventually(t, func() bool { return client.Stats().InBuffer == 0 }, 60*time.Second, 20*time.Millisecond)
 	st = client.Stats()

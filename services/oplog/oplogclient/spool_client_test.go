@@ -2,7 +2,6 @@ package oplogclient_test
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -14,11 +13,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
+	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
 	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/oplogclient"
@@ -39,22 +37,16 @@ func downAddr(t *testing.T) (string, *grpc.ClientConn) {
 	return addr, conn
 }
 
-// serveOn starts OpLogService on addr, with the standard health service
-// answering SERVING, and returns when it listens.
-func serveOn(t *testing.T, addr string, pool *pgxpool.Pool) {
+// serveOn starts OpLogService on addr as the binary registers it
+// (oplogsvc.Register), over plaintext and without authentication (the
+// tests' clients dial with insecure credentials), with the standard
+// health service answering SERVING while pool answers, and returns when
+// it listens. stop shuts it down; it also runs when the test ends.
+func serveOn(t *testing.T, addr string, pool *pgxpool.Pool) (stop func()) {
 	t.Helper()
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(wire.Codec{}))
-	s := oplogsvc.New(pool, serverConfig(), slog.New(slog.DiscardHandler), time.Now)
-	oplogv1.RegisterOpLogServiceServer(srv, s)
-	hs := health.NewServer()
-	hs.SetServingStatus(oplogv1.OpLogService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(srv, hs)
-	writerCtx, stopWriter := context.WithCancel(context.Background())
-	go s.RunWriter(writerCtx)
-	lis, err := net.Listen("tcp", addr)
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.GracefulStop(); stopWriter() })
+	return apptest.ServePlaintextAt(t, addr, pool, wire.Codec{}, func(r server.Registrar) error {
+		return oplogsvc.Register(r, pool, serverConfig())
+	})
 }
 
 func storedOnce(t *testing.T, pool *pgxpool.Pool) (total, distinct int) {

@@ -1592,8 +1592,12 @@ type LoginDeadLetter struct {
 	Reason string `protobuf:"bytes,8,opt,name=reason" json:"reason,omitempty"`
 	// When the relay gave up on it.
 	DeadLetterTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=dead_letter_time,json=deadLetterTime" json:"dead_letter_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ProfileService's google.rpc.ErrorInfo reason, e.g. "EVENT_TOO_OLD"
+	// (occurred_at older than its -max-event-age) or "EVENT_ID_CONFLICT";
+	// empty when it gave none.
+	ErrorReason   string `protobuf:"bytes,10,opt,name=error_reason,json=errorReason" json:"error_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoginDeadLetter) Reset() {
@@ -1687,6 +1691,13 @@ func (x *LoginDeadLetter) GetDeadLetterTime() *timestamppb.Timestamp {
 		return x.DeadLetterTime
 	}
 	return nil
+}
+
+func (x *LoginDeadLetter) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
 }
 
 // ReplayLoginDeadLettersRequest names the dead letters to replay.
@@ -1913,7 +1924,7 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"\x99\x01\n" +
 	"\x1cListLoginDeadLettersResponse\x12Q\n" +
 	"\x12login_dead_letters\x18\x01 \x03(\v2#.platforma.oplog.v1.LoginDeadLetterR\x10loginDeadLetters\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x98\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbb\x03\n" +
 	"\x0fLoginDeadLetter\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12.\n" +
@@ -1924,7 +1935,9 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"occurredAt\x12\x12\n" +
 	"\x04code\x18\a \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12D\n" +
-	"\x10dead_letter_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetterTime\"N\n" +
+	"\x10dead_letter_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetterTime\x12!\n" +
+	"\ferror_reason\x18\n" +
+	" \x01(\tR\verrorReason\"N\n" +
 	"\x1dReplayLoginDeadLettersRequest\x12\x1b\n" +
 	"\tevent_ids\x18\x01 \x03(\tR\beventIds\x12\x10\n" +
 	"\x03all\x18\x02 \x01(\bR\x03all\"<\n" +

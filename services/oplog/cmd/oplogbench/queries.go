@@ -114,7 +114,7 @@ func runQueries(serverBin string, rows int) error {
 	}
 	loaded := time.Since(start)
 	start = time.Now()
-	if err := store.New(pool).RebuildRollups(ctx, time.Now().AddDate(0, 0, -92), time.Now().Add(24*time.Hour)); err != nil {
+	if err := store.New(pool, store.Options{}).RebuildRollups(ctx, time.Now().AddDate(0, 0, -92), time.Now().Add(24*time.Hour)); err != nil {
 		return fmt.Errorf("roll-ups: %w", err)
 	}
 	if _, err := pool.Exec(ctx, `VACUUM ANALYZE oplog.operation_logs`); err != nil {

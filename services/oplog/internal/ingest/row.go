@@ -1,6 +1,7 @@
 // Package ingest turns Ingest rows into database rows and writes them:
-// per-row validation and redaction (row.go, payload.go), monthly
-// partitions (partitions.go) and the group-commit writer (writer.go).
+// per-row validation and redaction (row.go, payload.go) and the
+// group-commit writer (writer.go), which has the store create a missing
+// monthly partition before it writes into it.
 package ingest
 
 import (

@@ -100,7 +100,8 @@ func deadLetterProto(d *store.DeadLetter) *oplogv1.LoginDeadLetter {
 		AuthType:          commonv1.AuthType(d.AuthType),
 		OccurredAt:        timestamppb.New(d.OccurredAt),
 		Code:              d.Code,
-		Reason:            d.Reason,
+		Reason:            d.Message,
+		ErrorReason:       d.ErrorReason,
 		DeadLetterTime:    timestamppb.New(d.DeadLetteredAt),
 	}
 }

@@ -45,11 +45,9 @@ func testConfig() oplogsvc.Config {
 // serve starts OpLogService on pool with cfg and the clock now.
 func serve(t *testing.T, pool *pgxpool.Pool, cfg oplogsvc.Config, now func() time.Time) oplogv1.OpLogServiceClient {
 	t.Helper()
+	cfg.Now = now
 	conn := apptest.ServeCodec(t, pool, wire.Codec{}, func(r server.Registrar) error {
-		s := oplogsvc.New(pool, cfg, r.Logger, now)
-		oplogv1.RegisterOpLogServiceServer(r.GRPC, s)
-		s.RegisterBackground(r)
-		return nil
+		return oplogsvc.Register(r, pool, cfg)
 	})
 	return oplogv1.NewOpLogServiceClient(conn)
 }
@@ -505,7 +503,9 @@ func TestIngestQueuesNewLoginsInTheOutbox(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.NewPool(t)
 	cfg := testConfig()
-	cfg.ProfileAddr = "localhost:1" // no relay runs here: the outbox keeps what is queued
+	// The relay runs, but nothing answers there (nor could it check the
+	// relay's credentials): the outbox keeps what is queued.
+	cfg.ProfileAddr = "localhost:1"
 	client := serve(t, pool, cfg, time.Now)
 	now := time.Now()
 

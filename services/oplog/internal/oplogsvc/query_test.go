@@ -139,7 +139,7 @@ func TestRollupsEqualRawRows(t *testing.T) {
 		execution_ms_sum, execution_ms_histogram FROM oplog.operation_stats_hourly`, false)
 	beforeProxies := rowsOf(t, pool, `SELECT * FROM oplog.proxy_stats_daily`)
 	beforeCounts := rowsOf(t, pool, `SELECT * FROM oplog.operation_counts_hourly`)
-	require.NoError(t, store.New(pool).RebuildRollups(ctx, clock.AddDate(0, 0, -30), clock.AddDate(0, 0, 1)))
+	require.NoError(t, store.New(pool, store.Options{}).RebuildRollups(ctx, clock.AddDate(0, 0, -30), clock.AddDate(0, 0, 1)))
 	assert.Equal(t, before, opRollup(t, pool, `SELECT bucket_start, operation_type, outcome, error_type, total, execution_ms_count,
 		execution_ms_sum, execution_ms_histogram FROM oplog.operation_stats_hourly`, false))
 	assert.Equal(t, beforeProxies, rowsOf(t, pool, `SELECT * FROM oplog.proxy_stats_daily`))

@@ -294,7 +294,7 @@ func (r *Relay) deliverBatch(ctx context.Context, conn *store.RelayConn, entries
 	}
 	r.delivered.Add(float64(len(delivered)))
 	for _, ref := range refused {
-		r.deadLettered.WithLabelValues(ref.Code).Inc()
+		r.deadLettered.WithLabelValues(deadLetterLabel(ref)).Inc()
 	}
 	return done, true
 }
@@ -334,14 +334,13 @@ func (r *Relay) deliver(ctx context.Context, span trace.Span, entries []store.Ou
 			delivered = append(delivered, entries[i].Seq)
 			continue
 		}
-		code := codes.Code(itemErr.GetCode())
-		if !permanent(code) {
+		code, reason := codes.Code(itemErr.GetCode()), itemErr.GetReason()
+		if !refusedForGood(code, reason) {
 			continue
 		}
-		name := code.String()
 		r.log.WarnContext(ctx, "login relay: ProfileService refused a login outcome; kept as a dead letter",
-			"event_id", req.Requests[i].GetEventId(), "code", name, "reason", itemErr.GetMessage())
-		refused = append(refused, store.Refusal{Seq: entries[i].Seq, Code: name, Reason: itemErr.GetMessage()})
+			"event_id", req.Requests[i].GetEventId(), "code", code.String(), "reason", reason, "message", itemErr.GetMessage())
+		refused = append(refused, store.Refusal{Seq: entries[i].Seq, Code: code.String(), Message: itemErr.GetMessage(), ErrorReason: reason})
 	}
 	span.SetAttributes(attribute.Int("oplog.login_outcomes_done", len(delivered)+len(refused)))
 	return delivered, refused, nil
@@ -350,23 +349,58 @@ func (r *Relay) deliver(ctx context.Context, span trace.Span, entries []store.Ou
 func deadLetteredCounter() *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metrics.Namespace, Name: "login_outbox_dead_lettered_total",
-		Help: "Login outcomes ProfileService refused for good (reason: the gRPC code), moved from the outbox to the dead letters.",
+		Help: "Login outcomes ProfileService refused for good, moved from the outbox to the dead letters " +
+			"(reason: its ErrorInfo reason, or its gRPC code when it gave none).",
 	}, []string{"reason"})
 	// Every series from the start, so rate() sees the first increase.
+	for reason := range finalReasons {
+		c.WithLabelValues(reason)
+	}
 	for code := range permanentCodes {
 		c.WithLabelValues(code.String())
 	}
 	return c
 }
 
-// permanentCodes are the item errors that resending cannot help.
+// deadLetterLabel is a refusal's reason label: its ErrorInfo reason, or
+// its code when it has none (a reason is a bounded set ProfileService
+// defines; an unknown one still comes from that set).
+func deadLetterLabel(f store.Refusal) string {
+	if f.ErrorReason != "" {
+		return f.ErrorReason
+	}
+	return f.Code
+}
+
+// finalReasons are the ErrorInfo reasons ProfileService gives for a
+// login outcome that no resend can ever apply, and which Ingest cannot
+// see coming: the outcome became older than ProfileService's
+// -max-event-age while it waited (EVENT_TOO_OLD), or its event id was
+// recorded for another account (EVENT_ID_CONFLICT). They are the
+// contract the relay decides on; the message is for people.
+var finalReasons = map[string]bool{
+	"EVENT_TOO_OLD":     true,
+	"EVENT_ID_CONFLICT": true,
+}
+
+// permanentCodes are the item codes that resending cannot help, for an
+// answer without a reason the relay knows (a field ProfileService refused
+// that Ingest accepted would be one: a bug, kept rather than retried
+// forever).
 var permanentCodes = map[codes.Code]bool{
 	codes.InvalidArgument: true, codes.FailedPrecondition: true, codes.OutOfRange: true,
 	codes.NotFound: true, codes.AlreadyExists: true, codes.PermissionDenied: true,
 }
 
-// permanent reports whether resending an item refused with c cannot help.
-func permanent(c codes.Code) bool { return permanentCodes[c] }
+// refusedForGood reports whether an item refused with code and reason is
+// kept as a dead letter rather than retried: by its reason when the relay
+// knows it, else by its code.
+func refusedForGood(code codes.Code, reason string) bool {
+	if final, known := finalReasons[reason]; known {
+		return final
+	}
+	return permanentCodes[code]
+}
 
 // links point at the spans that performed the operations being forwarded.
 func links(entries []store.OutboxEntry) []trace.Link {

@@ -297,8 +297,10 @@ func TestRefusedLoginIsKeptAsADeadLetterAndReplayable(t *testing.T) {
 	ingest(t, op, old, login(user, "new", true, time.Now()))
 
 	eventually(t, "the outbox empties", func() bool { return outboxSize(t, op.DatabaseURL) == 0 })
-	assert.Equal(t, 1.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="InvalidArgument"}`))
+	assert.Equal(t, 1.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="EVENT_TOO_OLD"}`), "counted by its reason")
+	assert.Equal(t, 0.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="InvalidArgument"}`))
 	assert.Equal(t, 0.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="FailedPrecondition"}`), "every reason exported from the start")
+	assert.Equal(t, 0.0, metric(t, op, `platforma_login_outbox_dead_lettered_total{reason="EVENT_ID_CONFLICT"}`), "every reason exported from the start")
 	assert.Equal(t, 1.0, metric(t, op, "platforma_login_outbox_delivered_total"))
 	eventually(t, "the dead letter gauge reads 1", func() bool { return metric(t, op, "platforma_login_dead_letters") == 1 })
 	_, err := getProfile(t, prof, user, "old")
@@ -314,6 +316,7 @@ func TestRefusedLoginIsKeptAsADeadLetterAndReplayable(t *testing.T) {
 	assert.Equal(t, commonv1.Outcome_OUTCOME_SUCCESS, dl.GetOutcome())
 	assert.True(t, dl.GetOccurredAt().AsTime().Equal(old.GetCreateTime().AsTime().Truncate(time.Microsecond)))
 	assert.Equal(t, "InvalidArgument", dl.GetCode())
+	assert.Equal(t, "EVENT_TOO_OLD", dl.GetErrorReason(), "the reason the relay decided on")
 	assert.Contains(t, dl.GetReason(), "older than 1h0m0s")
 	assert.Empty(t, list.GetNextPageToken())
 

@@ -14,25 +14,14 @@ import (
 // outcomeSuccess is the Outcome number of a successful login.
 const outcomeSuccess = int16(commonv1.Outcome_OUTCOME_SUCCESS)
 
-// EnableLoginOutbox makes WriteRows put every new login row with an
-// account into oplog.login_outbox, in the rows' transaction. Call it
-// before the first write.
-func (s *Store) EnableLoginOutbox() { s.loginOutbox = true }
-
-// isLogin reports whether a row is a login outcome ProfileService can
-// apply: a login row that names its account (a check that failed before
-// the account was known has no profile to move).
-func isLogin(r *Row) bool {
-	return domain.IsLogin(r.OperationType) && len(r.PlatformAccountID) > 0
-}
-
 var outboxColumns = []string{"event_id", "user_id", "platform_account_id", "success", "auth_type", "occurred_at", "trace_id", "span_id"}
 
-// enqueueLogins adds the login rows among rows (all new) to the outbox.
+// enqueueLogins adds the rows among rows (all new) that the login relay
+// forwards (domain.IsRelayedLogin) to the outbox.
 func enqueueLogins(ctx context.Context, tx pgx.Tx, rows []*Row) error {
 	var logins [][]any
 	for _, r := range rows {
-		if !isLogin(r) {
+		if !domain.IsRelayedLogin(r.OperationType, r.PlatformAccountID) {
 			continue
 		}
 		logins = append(logins, []any{
@@ -112,9 +101,12 @@ FROM oplog.login_outbox ORDER BY seq LIMIT $1`, limit)
 
 // Refusal is ProfileService's final answer for one entry.
 type Refusal struct {
-	Seq    int64
-	Code   string // gRPC code name
-	Reason string
+	Seq     int64
+	Code    string // gRPC code name
+	Message string
+	// ErrorReason is the answer's google.rpc.ErrorInfo reason, "" for
+	// none.
+	ErrorReason string
 }
 
 // Finish removes delivered entries and moves refused ones to the dead
@@ -123,10 +115,11 @@ func (c *RelayConn) Finish(ctx context.Context, delivered []int64, refused []Ref
 	seqs := append([]int64(nil), delivered...)
 	deadSeqs := make([]int64, len(refused))
 	deadCodes := make([]string, len(refused))
+	deadMessages := make([]string, len(refused))
 	deadReasons := make([]string, len(refused))
 	for i, r := range refused {
 		seqs = append(seqs, r.Seq)
-		deadSeqs[i], deadCodes[i], deadReasons[i] = r.Seq, r.Code, r.Reason
+		deadSeqs[i], deadCodes[i], deadMessages[i], deadReasons[i] = r.Seq, r.Code, r.Message, r.ErrorReason
 	}
 	if len(seqs) == 0 {
 		return nil
@@ -138,15 +131,16 @@ WITH gone AS (
 	RETURNING seq, event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id
 ), dead AS (
 	INSERT INTO oplog.login_dead_letters AS d
-		(event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id, code, reason)
-	SELECT g.event_id, g.user_id, g.platform_account_id, g.success, g.auth_type, g.occurred_at, g.trace_id, g.span_id, r.code, r.reason
-	FROM gone g JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS r(seq, code, reason) ON r.seq = g.seq
+		(event_id, user_id, platform_account_id, success, auth_type, occurred_at, trace_id, span_id, code, reason, error_reason)
+	SELECT g.event_id, g.user_id, g.platform_account_id, g.success, g.auth_type, g.occurred_at, g.trace_id, g.span_id,
+		r.code, r.message, r.error_reason
+	FROM gone g JOIN unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS r(seq, code, message, error_reason) ON r.seq = g.seq
 	ON CONFLICT (event_id) DO UPDATE
-		SET code = excluded.code, reason = excluded.reason, dead_lettered_at = now()
+		SET code = excluded.code, reason = excluded.reason, error_reason = excluded.error_reason, dead_lettered_at = now()
 	RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM dead)`,
-		seqs, deadSeqs, deadCodes, deadReasons).Scan(&gone, &dead)
+		seqs, deadSeqs, deadCodes, deadMessages, deadReasons).Scan(&gone, &dead)
 	if err == nil && (gone != len(seqs) || dead != len(refused)) {
 		// Only the lock holder deletes; anything else is a bug worth seeing.
 		return fmt.Errorf("finished %d outbox entries (%d dead letters), expected %d (%d)", gone, dead, len(seqs), len(refused))
@@ -187,15 +181,16 @@ type DeadLetter struct {
 	Success           bool
 	AuthType          int16
 	OccurredAt        time.Time
-	Code, Reason      string
+	Code, Message     string
 	DeadLetteredAt    time.Time
+	ErrorReason       string
 }
 
 // ListDeadLetters returns up to limit dead letters with an event id
 // greater than after, in event id order (the primary key).
 func (s *Store) ListDeadLetters(ctx context.Context, after [16]byte, limit int) ([]DeadLetter, error) {
 	rows, err := s.pool.Query(ctx, `
-SELECT event_id, user_id, platform_account_id, success, auth_type, occurred_at, code, reason, dead_lettered_at
+SELECT event_id, user_id, platform_account_id, success, auth_type, occurred_at, code, reason, dead_lettered_at, error_reason
 FROM oplog.login_dead_letters WHERE event_id > $1 ORDER BY event_id LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, err

@@ -11,15 +11,16 @@ import (
 )
 
 // Partitions creates the monthly partitions of oplog.operation_logs
-// (UTC months) and remembers which exist.
+// (UTC months) and remembers which exist. A Store has one
+// (Store.Partitions).
 type Partitions struct {
 	pool  *pgxpool.Pool
 	mu    sync.Mutex
 	known map[int]bool // year*100 + month
 }
 
-// NewPartitions returns a Partitions on pool.
-func NewPartitions(pool *pgxpool.Pool) *Partitions {
+// newPartitions returns a Partitions on pool that knows of none yet.
+func newPartitions(pool *pgxpool.Pool) *Partitions {
 	return &Partitions{pool: pool, known: map[int]bool{}}
 }
 

@@ -56,7 +56,7 @@ func TestRuntimeRoleCreatesPartitionsThroughTheFunction(t *testing.T) {
 	pool, admin := runtimePool(t)
 	now := time.Now().UTC()
 
-	require.NoError(t, NewPartitions(pool).EnsureRange(ctx, now.AddDate(0, -2, 0), now.AddDate(0, 1, 0)))
+	require.NoError(t, newPartitions(pool).EnsureRange(ctx, now.AddDate(0, -2, 0), now.AddDate(0, 1, 0)))
 	for m := now.AddDate(0, -2, 0); !m.After(now.AddDate(0, 1, 0)); m = m.AddDate(0, 1, 0) {
 		var owner string
 		var indexes int
@@ -71,8 +71,8 @@ WHERE c.oid = to_regclass('oplog.' || $1) AND h.inhparent = 'oplog.operation_log
 	// A month nobody prepared: the write path creates it.
 	next := now.AddDate(0, 2, 0)
 	rows := []*Row{row(next), row(now)}
-	st := New(pool)
-	parts := NewPartitions(pool)
+	st := New(pool, Options{})
+	parts := st.Partitions()
 	require.NoError(t, parts.EnsureFor(ctx, rows))
 	fresh, _, err := st.WriteRows(ctx, rows)
 	require.NoError(t, err)
@@ -98,7 +98,7 @@ func TestConcurrentPartitionCreation(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = NewPartitions(pool).EnsureRange(ctx, now.AddDate(0, -6, 0), now.AddDate(0, 1, 0))
+			errs[i] = newPartitions(pool).EnsureRange(ctx, now.AddDate(0, -6, 0), now.AddDate(0, 1, 0))
 		}()
 	}
 	wg.Wait()

@@ -13,17 +13,38 @@ import (
 
 // Store is all of OpLogService's SQL.
 type Store struct {
-	pool        *pgxpool.Pool
-	loginOutbox bool
+	pool  *pgxpool.Pool
+	opts  Options
+	parts *Partitions
+}
+
+// Options are what a Store does besides storing rows, fixed when it is
+// made.
+type Options struct {
+	// LoginOutbox makes WriteRows put every new row the login relay
+	// forwards (domain.IsRelayedLogin) into oplog.login_outbox, in the
+	// rows' transaction. On when OpLogService has a ProfileAddr.
+	LoginOutbox bool
 }
 
 // New returns a Store on pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+//
+// The Store owns the pool's Partitions (see Partitions): which months
+// have a partition is a fact about the database the Store writes to, so
+// the write path and partition maintenance share one memory of it
+// instead of each keeping its own.
+func New(pool *pgxpool.Pool, opts Options) *Store {
+	return &Store{pool: pool, opts: opts, parts: newPartitions(pool)}
+}
+
+// Partitions creates the monthly partitions of the rows this Store
+// writes, and remembers which exist.
+func (s *Store) Partitions() *Partitions { return s.parts }
 
 // WriteRows stores rows and, in the same transaction, adds the rows that
-// were new to the roll-ups (and their logins to the outbox, when enabled).
-// The fast path COPYs them into the table; when some were stored already
-// (a retry) the COPY fails on the primary key, and the batch goes again
+// were new to the roll-ups (and their logins to the outbox, with
+// Options.LoginOutbox). The fast path COPYs them into the table; when
+// some were stored already (a retry) the COPY fails on the primary key, and the batch goes again
 // through a staging table with INSERT ... ON CONFLICT DO NOTHING, which
 // says which rows were new. It returns the rows that were new, and the
 // keys inserted with their counts: nil when every row was new.
@@ -83,7 +104,7 @@ func (s *Store) addNew(ctx context.Context, tx pgx.Tx, rows []*Row) error {
 	if err := addToRollups(ctx, tx, rows); err != nil {
 		return err
 	}
-	if s.loginOutbox {
+	if s.opts.LoginOutbox {
 		return enqueueLogins(ctx, tx, rows)
 	}
 	return nil

@@ -256,29 +256,59 @@ type ListQuery struct {
 	AfterID         uuid.UUID
 	// BelowHundredths is the exclusive upper bound of the score.
 	BelowHundredths int64
+	// Grade (a StabilityGrade number) narrows the score range to the
+	// grade's, when not 0.
+	Grade int16
 	// AuthType filters by auth type when not 0.
 	AuthType int16
 	Limit    int
 }
 
 // listProfiles walks profiles_score_id_idx from the keyset position; the
-// upper score bound ends the scan, the auth type filters on the way.
+// upper score bound ends the scan, the auth type filters on the way. The
+// grade is a score range from profile.grade_floor and grade_ceiling
+// (rule:grade-thresholds), so it narrows the same index scan.
 const listProfiles = `
 SELECT` + profileColumns + `
 FROM profile.profiles
 WHERE (session_stability_score, id) > ($1::numeric / 100, $2::uuid)
 	AND session_stability_score < $3::numeric / 100
+	AND session_stability_score >= profile.grade_floor($6::smallint)
+	AND session_stability_score < profile.grade_ceiling($6::smallint)
 	AND ($4::smallint = 0 OR auth_type = $4::smallint)
 ORDER BY session_stability_score, id
 LIMIT $5`
 
 // ListProfiles returns up to q.Limit profiles.
 func (s *Store) ListProfiles(ctx context.Context, q ListQuery) ([]Profile, error) {
-	rows, err := s.pool.Query(ctx, listProfiles, q.AfterHundredths, [16]byte(q.AfterID), q.BelowHundredths, q.AuthType, q.Limit)
+	rows, err := s.pool.Query(ctx, listProfiles, q.AfterHundredths, [16]byte(q.AfterID), q.BelowHundredths, q.AuthType, q.Limit, q.Grade)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Profile, error) { return scanProfile(r) })
+}
+
+// GradeRange is a grade's score range in hundredths: [Low, High).
+type GradeRange struct{ Low, High int64 }
+
+// GradeRanges reads the score range of every grade number, 0 (any grade)
+// included, from profile.grade_floor and grade_ceiling
+// (rule:grade-thresholds): Go keeps no thresholds of its own.
+func (s *Store) GradeRanges(ctx context.Context) (map[int16]GradeRange, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT g::smallint, (profile.grade_floor(g) * 100)::bigint, (profile.grade_ceiling(g) * 100)::bigint
+FROM generate_series(0, 3) g`)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int16]GradeRange{}
+	var grade int16
+	var r GradeRange
+	_, err = pgx.ForEachRow(rows, []any{&grade, &r.Low, &r.High}, func() error {
+		out[grade] = r
+		return nil
+	})
+	return out, err
 }
 
 // GradeAuthCount is the number of profiles of one grade and auth type, with

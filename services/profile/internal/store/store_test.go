@@ -22,9 +22,9 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m, migrations.Profile) }
 
-// The SQL functions behind the generated columns and the Go rules must
-// give the same answers on the same inputs.
-func TestSQLRulesAgreeWithGo(t *testing.T) {
+// The SQL functions behind the generated columns and their Go oracle
+// (oracle_test.go) must give the same answers on the same inputs.
+func TestSQLRulesAgreeWithTheOracle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
@@ -43,15 +43,9 @@ func TestSQLRulesAgreeWithGo(t *testing.T) {
 			successes, totals = append(successes, rng.Int64N(total+1)), append(totals, total)
 		}
 		successes, totals = append(successes, 3, 1, 4999, 7999, 1), append(totals, 800, 32, 10000, 10000, 20000)
-		rows, err := pool.Query(ctx, `
-			SELECT (profile.stability_score(s, t) * 100)::bigint
-			FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(s, t, n) ORDER BY n`, successes, totals)
-		require.NoError(t, err)
-		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		require.NoError(t, err)
-		require.Len(t, got, len(totals))
+		got := sqlScores(t, pool, successes, totals)
 		for i := range got {
-			require.Equal(t, domain.ScoreHundredths(successes[i], totals[i]), got[i], "%d/%d", successes[i], totals[i])
+			require.Equal(t, oracleScoreHundredths(successes[i], totals[i]), got[i], "%d/%d", successes[i], totals[i])
 		}
 	})
 
@@ -67,8 +61,21 @@ func TestSQLRulesAgreeWithGo(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, got, 10001)
 		for _, r := range got {
-			require.Equal(t, int16(domain.Grade(r.Hundredths)), r.Grade, "score %d hundredths", r.Hundredths)
+			require.Equal(t, oracleGrade(r.Hundredths), r.Grade, "score %d hundredths", r.Hundredths)
 		}
+	})
+
+	t.Run("grade ranges hold exactly their grade", func(t *testing.T) {
+		t.Parallel()
+		// ListProfiles' grade filter and the stored grade read the same
+		// thresholds: every score is inside the range of its own grade
+		// and of no other; grade 0 (any) holds every score.
+		var outside int
+		require.NoError(t, pool.QueryRow(ctx, `
+			SELECT count(*) FROM generate_series(0, 10000) h, generate_series(0, 3) g
+			WHERE (h / 100.0 >= profile.grade_floor(g) AND h / 100.0 < profile.grade_ceiling(g))
+				<> (g = 0 OR g = profile.stability_grade(h / 100.0))`).Scan(&outside))
+		assert.Zero(t, outside)
 	})
 
 	t.Run("window merge and streak", func(t *testing.T) {
@@ -87,17 +94,172 @@ func TestSQLRulesAgreeWithGo(t *testing.T) {
 			return out
 		}
 		for round := 0; round < 300; round++ {
-			a := domain.MergeWindow(nil, randomLogins(rng.IntN(11)))
+			a := oracleMergeWindow(nil, randomLogins(rng.IntN(11)))
 			b := randomLogins(rng.IntN(15))
-			want := domain.MergeWindow(a, b)
+			want := oracleMergeWindow(a, b)
 			if len(want) == 0 {
 				want = nil
 			}
 			got, streak := sqlMerge(t, pool, a, b)
 			require.Equal(t, want, got, "round %d", round)
-			require.Equal(t, domain.ConsecutiveFailures(want), streak, "round %d", round)
+			require.Equal(t, oracleLeadingFailures(want), streak, "round %d", round)
 		}
 	})
+}
+
+// The rules' defining cases, asserted on the SQL that executes them.
+func TestScoreRounding(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	tests := []struct {
+		success, total int64
+		want           int64
+	}{
+		{0, 0, 0},
+		{0, 5, 0},
+		{5, 5, 10000},
+		{2, 3, 6667}, // 66.666… → 66.67
+		{1, 3, 3333}, // 33.333… → 33.33
+		{1, 8, 1250},
+		{1, 32, 313}, // 3.125 → 3.13: halves round up
+		{3, 800, 38}, // 0.375 → 0.38, where float64 arithmetic gives 0.37
+		{4999, 10000, 4999},
+		{7999, 10000, 7999},
+		{1, 20000, 1},  // 0.005 → 0.01: half a hundredth rounds up
+		{1, 200000, 0}, // 0.0005 → 0.00
+		{999999, 1000000, 10000},
+	}
+	var successes, totals []int64
+	for _, tt := range tests {
+		successes, totals = append(successes, tt.success), append(totals, tt.total)
+	}
+	got := sqlScores(t, pool, successes, totals)
+	for i, tt := range tests {
+		assert.Equal(t, tt.want, got[i], "%d/%d", tt.success, tt.total)
+		assert.Equal(t, tt.want, oracleScoreHundredths(tt.success, tt.total), "oracle %d/%d", tt.success, tt.total)
+	}
+}
+
+// rule:grade-thresholds, pinned from the API's side.
+func TestGradeBoundaries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	tests := []struct {
+		hundredths int64
+		want       int16
+	}{
+		{0, gradeCritical},
+		{4999, gradeCritical},
+		{5000, gradeUnstable},
+		{7999, gradeUnstable},
+		{8000, gradeStable},
+		{10000, gradeStable},
+	}
+	for _, tt := range tests {
+		var grade int16
+		var inRange bool
+		require.NoError(t, pool.QueryRow(ctx, `
+			SELECT profile.stability_grade($1 / 100.0),
+				$1 / 100.0 >= profile.grade_floor($2) AND $1 / 100.0 < profile.grade_ceiling($2)`,
+			tt.hundredths, int32(tt.want)).Scan(&grade, &inRange))
+		assert.Equal(t, tt.want, grade, "%d", tt.hundredths)
+		assert.True(t, inRange, "%d inside the range of its grade", tt.hundredths)
+		assert.Equal(t, tt.want, oracleGrade(tt.hundredths), "oracle %d", tt.hundredths)
+	}
+}
+
+func TestGradeRangesComeFromTheDatabase(t *testing.T) {
+	t.Parallel()
+	ranges, err := New(pgtest.NewPool(t)).GradeRanges(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, map[int16]GradeRange{
+		0:             {0, 100000},
+		gradeStable:   {8000, 100000},
+		gradeUnstable: {5000, 8000},
+		gradeCritical: {0, 5000},
+	}, ranges)
+}
+
+func TestWindowMergeCases(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	at := func(minute int, success bool) domain.Login {
+		return domain.Login{
+			OccurredAt: time.Date(2026, 11, 21, 10, minute, 0, 0, time.UTC),
+			Success:    success,
+			EventID:    uuid.NewSHA1(uuid.NameSpaceOID, []byte{byte(minute), 1}),
+		}
+	}
+	minutes := func(w []domain.Login) []int {
+		out := make([]int, len(w))
+		for i, l := range w {
+			out[i] = l.OccurredAt.Minute()
+		}
+		return out
+	}
+	merge := func(a, b []domain.Login) []domain.Login {
+		got, _ := sqlMerge(t, pool, a, b)
+		return got
+	}
+	var window []domain.Login
+	for m := 1; m <= 12; m++ {
+		window = merge(window, []domain.Login{at(m, true)})
+	}
+	assert.Equal(t, []int{12, 11, 10, 9, 8, 7, 6, 5, 4, 3}, minutes(window), "keeps the 10 newest, newest first")
+	assert.Len(t, window, domain.WindowSize, "rule:login-window")
+
+	late := merge(window, []domain.Login{at(7, false)})
+	assert.Equal(t, []int{12, 11, 10, 9, 8, 7, 7, 6, 5, 4}, minutes(late), "a late login lands by its time")
+
+	tooOld := merge(window, []domain.Login{at(2, false)})
+	assert.Equal(t, minutes(window), minutes(tooOld), "a login older than the whole full window falls out")
+
+	batch := merge(nil, []domain.Login{at(3, true), at(9, false), at(1, true)})
+	assert.Equal(t, []int{9, 3, 1}, minutes(batch), "a batch in any order")
+
+	same := at(5, true)
+	other := same
+	other.EventID = uuid.Max
+	tie := merge([]domain.Login{same}, []domain.Login{other})
+	assert.Equal(t, uuid.Max, tie[0].EventID, "equal times: the larger event id counts as newer")
+}
+
+func TestLeadingFailuresCases(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	at := func(minute int, success bool) domain.Login {
+		return domain.Login{OccurredAt: time.Date(2026, 11, 21, 10, minute, 0, 0, time.UTC), Success: success, EventID: uuid.New()}
+	}
+	tests := []struct {
+		name   string
+		window []domain.Login // newest first
+		streak int
+	}{
+		{"empty", nil, 0},
+		{"newest succeeded", []domain.Login{at(5, true), at(4, false), at(3, false)}, 0},
+		{"two failures", []domain.Login{at(5, false), at(4, false), at(3, true)}, 2},
+		{"three failures", []domain.Login{at(5, false), at(4, false), at(3, false), at(2, true)}, 3},
+		{"only failures", []domain.Login{at(5, false), at(4, false), at(3, false), at(2, false)}, 4},
+	}
+	for _, tt := range tests {
+		_, streak := sqlMerge(t, pool, tt.window, nil)
+		assert.Equal(t, tt.streak, streak, tt.name)
+		assert.Equal(t, tt.streak, oracleLeadingFailures(tt.window), "oracle: "+tt.name)
+	}
+}
+
+// sqlScores runs profile.stability_score on each pair, in hundredths.
+func sqlScores(t *testing.T, pool *pgxpool.Pool, successes, totals []int64) []int64 {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `
+		SELECT (profile.stability_score(s, t) * 100)::bigint
+		FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(s, t, n) ORDER BY n`, successes, totals)
+	require.NoError(t, err)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	require.Len(t, got, len(totals))
+	return got
 }
 
 // sqlMerge runs profile.merge_logins and profile.leading_failures.
@@ -232,15 +394,21 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 		t.Parallel()
 		for _, q := range []ListQuery{
 			{AfterHundredths: -1, AfterID: uuid.Max, BelowHundredths: 10001, Limit: 51},
-			{AfterHundredths: 4999, AfterID: uuid.Max, BelowHundredths: 8000, AuthType: 1, Limit: 51},
+			{AfterHundredths: -1, AfterID: uuid.Max, BelowHundredths: 10001, Grade: gradeUnstable, AuthType: 1, Limit: 51},
+			{AfterHundredths: 2500, AfterID: someID, BelowHundredths: 10001, Grade: gradeCritical, Limit: 1001},
 			{AfterHundredths: 2500, AfterID: someID, BelowHundredths: 5000, Limit: 1001},
 		} {
-			p := apptest.Plan(t, pool, listProfiles, q.AfterHundredths, q.AfterID, q.BelowHundredths, q.AuthType, q.Limit)
+			p := apptest.Plan(t, pool, listProfiles, q.AfterHundredths, q.AfterID, q.BelowHundredths, q.AuthType, q.Limit, q.Grade)
 			assert.Contains(t, p, `"Index Name":"profiles_score_id_idx"`, p)
 			assert.Contains(t, p, `"Index Cond"`, p)
 			assert.NotContains(t, p, `"Node Type":"Sort"`, p)
 			assert.NotContains(t, p, `"Seq Scan"`, p)
 		}
+		// The grade's range bounds the scan itself (the thresholds folded
+		// into the index condition), rather than filtering rows read.
+		p := apptest.Plan(t, pool, listProfiles, int64(-1), uuid.Max, int64(10001), int16(0), 51, int16(gradeUnstable))
+		assert.Contains(t, p, `session_stability_score \u003e= '50'::numeric`, p)
+		assert.Contains(t, p, `session_stability_score \u003c '80'::numeric`, p)
 	})
 	t.Run("get by id", func(t *testing.T) {
 		t.Parallel()

@@ -1,5 +1,12 @@
-// Package domain holds the review-metadata rules as plain
-// functions.
+// Package domain holds the review-metadata rules that run in Go: the
+// review type a review is stored with, and the reply state it is shown
+// with.
+//
+// Which reviews a reply-state filter selects executes in SQL
+// (store.stateFilters, written so that the planner can use the partial
+// index of unreplied reviews); its test oracle is in the store's tests
+// (services/reviewmeta/internal/store/oracle_test.go), and it is defined
+// by State: a filter selects the reviews shown with that state.
 package domain
 
 import (
@@ -43,19 +50,5 @@ func State(attempted, success bool) reviewmetav1.ReplyState {
 		return reviewmetav1.ReplyState_REPLY_STATE_FAILED
 	default:
 		return reviewmetav1.ReplyState_REPLY_STATE_NOT_ATTEMPTED
-	}
-}
-
-// Matches reports whether a review is selected by a reply-state filter.
-// PENDING selects what the reply worker still has to do: reviews whose
-// type accepts replies and that have no successful reply.
-func Matches(filter reviewmetav1.ReplyState, attempted, success, acceptsReplies bool) bool {
-	switch filter {
-	case reviewmetav1.ReplyState_REPLY_STATE_UNSPECIFIED:
-		return true
-	case reviewmetav1.ReplyState_REPLY_STATE_PENDING:
-		return acceptsReplies && !success
-	default:
-		return State(attempted, success) == filter
 	}
 }

@@ -41,34 +41,17 @@ func TestReviewTypeDerivation(t *testing.T) {
 	}
 }
 
-func TestReplyStateAndFilters(t *testing.T) {
+func TestReplyState(t *testing.T) {
 	t.Parallel()
-	const (
-		anyState     = reviewmetav1.ReplyState_REPLY_STATE_UNSPECIFIED
-		notAttempted = reviewmetav1.ReplyState_REPLY_STATE_NOT_ATTEMPTED
-		succeeded    = reviewmetav1.ReplyState_REPLY_STATE_SUCCEEDED
-		failed       = reviewmetav1.ReplyState_REPLY_STATE_FAILED
-		pending      = reviewmetav1.ReplyState_REPLY_STATE_PENDING
-	)
 	tests := []struct {
-		attempted, success, accepts bool
-		state                       reviewmetav1.ReplyState
-		matches                     []reviewmetav1.ReplyState
+		attempted, success bool
+		want               reviewmetav1.ReplyState
 	}{
-		{false, false, true, notAttempted, []reviewmetav1.ReplyState{anyState, notAttempted, pending}},
-		{false, false, false, notAttempted, []reviewmetav1.ReplyState{anyState, notAttempted}},
-		{true, false, true, failed, []reviewmetav1.ReplyState{anyState, failed, pending}},
-		{true, false, false, failed, []reviewmetav1.ReplyState{anyState, failed}},
-		{true, true, true, succeeded, []reviewmetav1.ReplyState{anyState, succeeded}},
+		{false, false, reviewmetav1.ReplyState_REPLY_STATE_NOT_ATTEMPTED},
+		{true, false, reviewmetav1.ReplyState_REPLY_STATE_FAILED},
+		{true, true, reviewmetav1.ReplyState_REPLY_STATE_SUCCEEDED},
 	}
 	for _, tt := range tests {
-		assert.Equal(t, tt.state, domain.State(tt.attempted, tt.success))
-		var got []reviewmetav1.ReplyState
-		for _, f := range []reviewmetav1.ReplyState{anyState, notAttempted, succeeded, failed, pending} {
-			if domain.Matches(f, tt.attempted, tt.success, tt.accepts) {
-				got = append(got, f)
-			}
-		}
-		assert.Equal(t, tt.matches, got, "attempted=%v success=%v accepts=%v", tt.attempted, tt.success, tt.accepts)
+		assert.Equal(t, tt.want, domain.State(tt.attempted, tt.success), "attempted=%v success=%v", tt.attempted, tt.success)
 	}
 }

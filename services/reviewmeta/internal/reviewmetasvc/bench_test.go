@@ -45,7 +45,9 @@ func BenchmarkBatchUpsertReviewMetadata(b *testing.B) {
 	for _, size := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("page=%d/grpc", size), func(b *testing.B) {
 			pool := apptest.BenchPool(b)
-			conn := apptest.Serve(b, pool, func(r server.Registrar) error { return reviewmetasvc.Register(r, pool, apptest.PageTokens()) })
+			conn := apptest.Serve(b, pool, func(r server.Registrar) error {
+				return reviewmetasvc.Register(r, pool, reviewmetasvc.Config{PageTokens: apptest.PageTokens()})
+			})
 			client := reviewmetav1.NewReviewMetadataServiceClient(conn)
 			apptest.Parallel(b, scrapers, func(rng *rand.Rand) error {
 				_, err := client.BatchUpsertReviewMetadata(context.Background(), &reviewmetav1.BatchUpsertReviewMetadataRequest{Items: page(rng, size)})
@@ -97,7 +99,9 @@ func BenchmarkListReviewMetadata5M(b *testing.B) {
 	require.NoError(b, err)
 	b.Logf("seeded 5M reviews in %s", time.Since(start).Round(time.Second))
 
-	conn := apptest.Serve(b, pool, func(r server.Registrar) error { return reviewmetasvc.Register(r, pool, apptest.PageTokens()) })
+	conn := apptest.Serve(b, pool, func(r server.Registrar) error {
+		return reviewmetasvc.Register(r, pool, reviewmetasvc.Config{PageTokens: apptest.PageTokens()})
+	})
 	client := reviewmetav1.NewReviewMetadataServiceClient(conn)
 	const bigShop = "00000000-0000-0000-0000-00000000b16b"
 	for _, state := range []reviewmetav1.ReplyState{reviewmetav1.ReplyState_REPLY_STATE_UNSPECIFIED, reviewmetav1.ReplyState_REPLY_STATE_PENDING} {

@@ -34,7 +34,9 @@ func TestMain(m *testing.M) { pgtest.Main(m, migrations.ReviewMeta) }
 func newClient(t *testing.T) (reviewmetav1.ReviewMetadataServiceClient, *pgxpool.Pool) {
 	t.Helper()
 	pool := pgtest.NewPool(t)
-	conn := apptest.Serve(t, pool, func(r server.Registrar) error { return reviewmetasvc.Register(r, pool, apptest.PageTokens()) })
+	conn := apptest.Serve(t, pool, func(r server.Registrar) error {
+		return reviewmetasvc.Register(r, pool, reviewmetasvc.Config{PageTokens: apptest.PageTokens()})
+	})
 	return reviewmetav1.NewReviewMetadataServiceClient(conn), pool
 }
 

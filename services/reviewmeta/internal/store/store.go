@@ -272,9 +272,11 @@ type ListQuery struct {
 	Limit          int
 }
 
-// stateFilters are the reply-state conditions. Each one that selects
-// reviews without a successful reply says "NOT m.reply_success" literally,
-// so the planner can use review_metadata_shop_unreplied_idx.
+// stateFilters are the reply-state conditions: the one place the filter
+// rule executes (its test oracle is oracleMatches, in the tests). Each one
+// that selects reviews without a successful reply says
+// "NOT m.reply_success" literally, so the planner can use
+// review_metadata_shop_unreplied_idx.
 var stateFilters = map[reviewmetav1.ReplyState]string{
 	reviewmetav1.ReplyState_REPLY_STATE_UNSPECIFIED:   ``,
 	reviewmetav1.ReplyState_REPLY_STATE_NOT_ATTEMPTED: ` AND NOT m.reply_success AND NOT m.reply_attempted`,

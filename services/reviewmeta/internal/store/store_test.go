@@ -14,7 +14,6 @@ import (
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
-	"github.com/platforma/platforma/services/reviewmeta/internal/domain"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m, migrations.ReviewMeta) }
@@ -27,8 +26,59 @@ var states = []reviewmetav1.ReplyState{
 	reviewmetav1.ReplyState_REPLY_STATE_PENDING,
 }
 
-// The SQL state filters select exactly what domain.Matches selects.
-func TestStateFiltersAgreeWithGo(t *testing.T) {
+// Each reply-state filter selects, in SQL, the reviews the rule's
+// defining cases say.
+func TestStateFilterCases(t *testing.T) {
+	t.Parallel()
+	const (
+		anyState     = reviewmetav1.ReplyState_REPLY_STATE_UNSPECIFIED
+		notAttempted = reviewmetav1.ReplyState_REPLY_STATE_NOT_ATTEMPTED
+		succeeded    = reviewmetav1.ReplyState_REPLY_STATE_SUCCEEDED
+		failed       = reviewmetav1.ReplyState_REPLY_STATE_FAILED
+		pending      = reviewmetav1.ReplyState_REPLY_STATE_PENDING
+		booking      = int16(reviewmetav1.ReviewType_REVIEW_TYPE_BOOKING) // takes replies
+		pickup       = int16(reviewmetav1.ReviewType_REVIEW_TYPE_PICKUP)  // takes none
+	)
+	tests := []struct {
+		attempted, success bool
+		reviewType         int16
+		matches            []reviewmetav1.ReplyState
+	}{
+		{false, false, booking, []reviewmetav1.ReplyState{anyState, notAttempted, pending}},
+		{false, false, pickup, []reviewmetav1.ReplyState{anyState, notAttempted}},
+		{true, false, booking, []reviewmetav1.ReplyState{anyState, failed, pending}},
+		{true, false, pickup, []reviewmetav1.ReplyState{anyState, failed}},
+		{true, true, booking, []reviewmetav1.ReplyState{anyState, succeeded}},
+	}
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	st := New(pool)
+	for _, tt := range tests {
+		shop := uuid.New()
+		_, err := pool.Exec(ctx, `
+			INSERT INTO reviewmeta.review_metadata (review_id, shop_id, review_type, has_booking_detail, fetched_at,
+				reply_attempted, reply_success, reply_attempt_count)
+			VALUES ($1, $2, $3, false, now(), $4, $5, $6)`,
+			uuid.New(), shop, tt.reviewType, tt.attempted, tt.success, map[bool]int{true: 1}[tt.attempted])
+		require.NoError(t, err)
+		var got, oracle []reviewmetav1.ReplyState
+		for _, f := range states {
+			rows, err := st.List(ctx, ListQuery{ShopID: shop, State: f, Limit: 10})
+			require.NoError(t, err)
+			if len(rows) == 1 {
+				got = append(got, f)
+			}
+			if oracleMatches(f, tt.attempted, tt.success, tt.reviewType == booking) {
+				oracle = append(oracle, f)
+			}
+		}
+		assert.Equal(t, tt.matches, got, "attempted=%v success=%v type=%d", tt.attempted, tt.success, tt.reviewType)
+		assert.Equal(t, tt.matches, oracle, "oracle: attempted=%v success=%v type=%d", tt.attempted, tt.success, tt.reviewType)
+	}
+}
+
+// The SQL state filters select exactly what the oracle selects.
+func TestStateFiltersAgreeWithTheOracle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
@@ -52,7 +102,7 @@ func TestStateFiltersAgreeWithGo(t *testing.T) {
 		require.NoError(t, err)
 		var want []uuid.UUID
 		for _, r := range all {
-			if domain.Matches(state, r.ReplyAttempted, r.ReplySuccess, r.AcceptsReplies) {
+			if oracleMatches(state, r.ReplyAttempted, r.ReplySuccess, r.AcceptsReplies) {
 				want = append(want, r.ReviewID)
 			}
 		}
