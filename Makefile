@@ -16,6 +16,11 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION := v1.9.4
+# MinIO, an S3-compatible server, for the tests of S3 cold storage (see
+# services/kit/miniotest). MinIO is AGPL-3.0: we only run its binary as a
+# separate process in tests and never link, import or ship it; no Go module
+# of this repository requires it. Building it takes several minutes.
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 
 BUF := $(TOOLS_BIN)/buf
 PROTOC_GEN_GO := $(TOOLS_BIN)/protoc-gen-go
@@ -33,6 +38,7 @@ BUF_STAMP := $(TOOLS_DIR)/stamps/github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 PROTOC_GEN_GO_STAMP := $(TOOLS_DIR)/stamps/google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 PROTOC_GEN_GO_GRPC_STAMP := $(TOOLS_DIR)/stamps/google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 GRPCURL_STAMP := $(TOOLS_DIR)/stamps/github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+MINIO_STAMP := $(TOOLS_DIR)/stamps/github.com/minio/minio@$(MINIO_VERSION)
 
 GEN_TOOLS := $(BUF_STAMP) $(PROTOC_GEN_GO_STAMP) $(PROTOC_GEN_GO_GRPC_STAMP)
 
@@ -41,7 +47,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(GEN_TOOLS) $(GRPCURL_STAMP) ## install pinned tools into .tools/bin
+tools: $(GEN_TOOLS) $(GRPCURL_STAMP) $(MINIO_STAMP) ## install pinned tools into .tools/bin
 
 .PHONY: generate
 generate: $(GEN_TOOLS) ## regenerate gen/ from proto/
@@ -149,6 +155,11 @@ bench-sdk: build ## the worker SDK: batching at a steady 6,000 entries/s, Log's 
 bench-queries: build ## OpLog queries on 10M rows: RPCs against raw SQL over the log
 	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
 	bin/oplogbench queries -server bin/oplog
+
+.PHONY: bench-lifecycle
+bench-lifecycle: build ## OpLog life cycle on a 10M-row month: export rate and RSS, Parquet size, ingest while archiving, drop
+	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
+	bin/oplogbench lifecycle -server bin/oplog -rows $(or $(LIFECYCLE_ROWS),10000000) -clients 4 -duration 60s
 
 .PHONY: build
 build: ## build bin/profile, bin/reviewmeta, bin/oplog

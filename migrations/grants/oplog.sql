@@ -24,3 +24,8 @@ GRANT SELECT, INSERT, DELETE ON oplog.login_outbox TO {{runtime}};
 GRANT SELECT, INSERT, UPDATE, DELETE ON oplog.login_dead_letters TO {{runtime}};
 -- The only DDL the runtime causes: a month's partition (0006).
 GRANT EXECUTE ON FUNCTION oplog.create_operation_logs_partition(date) TO {{runtime}};
+-- ListOperationLogs with include_archived reads the archive; every list
+-- reads the life cycle's record of months to name the missing ones; the
+-- life cycle's metrics read the months and the steps (its last success).
+-- The life cycle itself runs as the owner.
+GRANT SELECT ON oplog.operation_logs_archive, oplog.lifecycle_months, oplog.lifecycle_steps TO {{runtime}};

@@ -9,6 +9,7 @@ import (
 	"github.com/platforma/platforma/services/kit/app"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
+	"github.com/platforma/platforma/services/oplog/internal/lifecycle"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
 	"github.com/platforma/platforma/services/oplog/internal/wire"
 )
@@ -32,5 +33,6 @@ func Service() app.Service {
 		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
 			return oplogsvc.Register(r, pool, cfg)
 		},
+		Commands: map[string]app.Command{"lifecycle": lifecycle.Command()},
 	}
 }

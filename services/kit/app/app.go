@@ -65,7 +65,36 @@ type Service struct {
 	// GRPCOptions are extra gRPC server options the service needs; a
 	// codec belongs in Codec.
 	GRPCOptions []grpc.ServerOption
+	// Commands are the binary's own commands besides serve, migrate and
+	// bootstrap, by name.
+	Commands map[string]Command
 }
+
+// Command is one of a binary's own commands.
+type Command struct {
+	// Synopsis is the command's usage line after the binary's name.
+	Synopsis string
+	// Run runs it with the arguments after its name. Flags parsed with
+	// ParseFlags read their environment variables as every flag does.
+	// An error wrapping ErrUsage exits 2.
+	Run func(ctx context.Context, env Env, args []string) error
+}
+
+// ParseFlags parses a command's flags as serve's are: flag, then
+// environment variable (EnvName), then default; -h prints the flags
+// under synopsis. Its errors wrap ErrUsage.
+func ParseFlags(fs *flag.FlagSet, env Env, args []string, synopsis string) error {
+	fs.SetOutput(env.Stderr)
+	fs.Usage = usage(env.Stderr, fs, synopsis)
+	if err := parseFlags(fs, args, env.Getenv); err != nil {
+		return usageError(err)
+	}
+	return nil
+}
+
+// ErrUsage marks a command's errors that are the caller's: the binary
+// exits 2.
+var ErrUsage = errUsage
 
 // Configurable is a service's own configuration.
 type Configurable interface {
@@ -136,8 +165,14 @@ func dispatch(ctx context.Context, svc Service, env Env) error {
 		return bootstrapCmd(ctx, svc, env, args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(env.Stderr, "usage:", top)
+		for name, c := range svc.Commands {
+			fmt.Fprintf(env.Stderr, "       %s %s %s\n", svc.Name, name, c.Synopsis)
+		}
 		return nil
 	default:
+		if c, ok := svc.Commands[cmd]; ok {
+			return c.Run(ctx, env, args)
+		}
 		return fmt.Errorf("%w: unknown command %q; %s", errUsage, cmd, top)
 	}
 }

@@ -217,6 +217,9 @@ SELECT obj, string_agg(privilege_type, ',' ORDER BY privilege_type) FROM (
 		"oplog.login_outbox":                          sid,
 		"oplog.login_dead_letters":                    siud,
 		"oplog.create_operation_logs_partition(date)": "EXECUTE",
+		"oplog.operation_logs_archive":                s,
+		"oplog.lifecycle_months":                      s,
+		"oplog.lifecycle_steps":                       s,
 	}, grants("oplog"))
 	for _, set := range migrations.All {
 		assert.Empty(t, grants(migrate.DefaultRoles(set.Schema).Owner), "%s: owns its schema, granted nothing else", set.Schema)

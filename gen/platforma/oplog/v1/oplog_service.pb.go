@@ -580,9 +580,12 @@ type ListOperationLogsRequest struct {
 	// Maximum number of rows: default 50, at most 1,000.
 	PageSize int32 `protobuf:"varint,9,opt,name=page_size,json=pageSize" json:"page_size,omitempty"`
 	// next_page_token of the previous page; only valid with the same filter.
-	PageToken     string `protobuf:"bytes,10,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageToken string `protobuf:"bytes,10,opt,name=page_token,json=pageToken" json:"page_token,omitempty"`
+	// Also read archived months (older than the hot window, see the
+	// README's data life cycle). Without it only hot months are read.
+	IncludeArchived bool `protobuf:"varint,11,opt,name=include_archived,json=includeArchived" json:"include_archived,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ListOperationLogsRequest) Reset() {
@@ -685,6 +688,13 @@ func (x *ListOperationLogsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListOperationLogsRequest) GetIncludeArchived() bool {
+	if x != nil {
+		return x.IncludeArchived
+	}
+	return false
+}
+
 // ListOperationLogsResponse is one page of logs.
 type ListOperationLogsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -692,6 +702,11 @@ type ListOperationLogsResponse struct {
 	OperationLogs []*OperationLog `protobuf:"bytes,1,rep,name=operation_logs,json=operationLogs" json:"operation_logs,omitempty"`
 	// Token for the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken" json:"next_page_token,omitempty"`
+	// Months of the time range ("2025-03", UTC) whose rows this answer could
+	// not read: archived ones when include_archived is false, and months
+	// only in cold storage or dropped (`oplog lifecycle restore` brings one
+	// back). Empty when every row of the range was read.
+	MissingMonths []string `protobuf:"bytes,3,rep,name=missing_months,json=missingMonths" json:"missing_months,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -738,6 +753,13 @@ func (x *ListOperationLogsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListOperationLogsResponse) GetMissingMonths() []string {
+	if x != nil {
+		return x.MissingMonths
+	}
+	return nil
 }
 
 // GetOperationStatsRequest scopes operation statistics.
@@ -1848,7 +1870,7 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x03R\x05index\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
 	"\x05field\x18\x03 \x01(\tR\x05field\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc3\x03\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xee\x03\n" +
 	"\x18ListOperationLogsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12.\n" +
 	"\x13platform_account_id\x18\x02 \x01(\tR\x11platformAccountId\x12H\n" +
@@ -1863,10 +1885,12 @@ const file_platforma_oplog_v1_oplog_service_proto_rawDesc = "" +
 	"\tpage_size\x18\t \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\n" +
-	" \x01(\tR\tpageToken\"\x8c\x01\n" +
+	" \x01(\tR\tpageToken\x12)\n" +
+	"\x10include_archived\x18\v \x01(\bR\x0fincludeArchived\"\xb3\x01\n" +
 	"\x19ListOperationLogsResponse\x12G\n" +
 	"\x0eoperation_logs\x18\x01 \x03(\v2 .platforma.oplog.v1.OperationLogR\roperationLogs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc8\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12%\n" +
+	"\x0emissing_months\x18\x03 \x03(\tR\rmissingMonths\"\xc8\x01\n" +
 	"\x18GetOperationStatsRequest\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12H\n" +

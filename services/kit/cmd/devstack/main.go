@@ -249,8 +249,22 @@ func run(ctx context.Context, cfg config) error {
 	var procs []*process
 	exited := make(chan *process, len(services))
 	defer func() { stopAll(procs) }()
+	coldDir, err := filepath.Abs(filepath.Join(credsDir, "cold"))
+	if err != nil {
+		return err
+	}
 	for _, s := range services {
-		p, err := startService(con, cfg.binDir, s, dsns[s.name], creds.serviceEnv(s), exited)
+		env := creds.serviceEnv(s)
+		if s.name == serviceNames[2] {
+			// OpLogService's daily life cycle (archive, export, retention)
+			// runs as the schema's owner and exports next to the data.
+			for _, kv := range []string{"LIFECYCLE_DATABASE_URL=" + migrateDSNs[s.name], "LIFECYCLE_STORE=" + coldDir} {
+				if name, _, _ := strings.Cut(kv, "="); os.Getenv(name) == "" {
+					env = append(env, kv)
+				}
+			}
+		}
+		p, err := startService(con, cfg.binDir, s, dsns[s.name], env, exited)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/app"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/oplog"
@@ -127,4 +129,58 @@ func TestMetricsCountStoredOperationsOnce(t *testing.T) {
 	}
 	_, found := apptest.MetricValue(page, `platforma_proxy_operations_total{outcome="FAILED",proxy="p3"}`)
 	assert.False(t, found, "the third proxy is folded into other")
+}
+
+// `serve` with a life-cycle database runs the daily life cycle: its
+// metrics are registered and read the months at start-up.
+func TestServeRunsTheLifeCycle(t *testing.T) {
+	t.Parallel()
+	first := apptest.Start(t, oplog.Service(), oplogv1.OpLogService_ServiceDesc.ServiceName) // migrated
+	first.Stop()
+	dsn := first.DatabaseURL
+	s := apptest.Run(t, oplog.Service(), dsn, oplogv1.OpLogService_ServiceDesc.ServiceName,
+		"-lifecycle-database-url="+dsn, "-lifecycle-store="+t.TempDir(), "-lifecycle-run-at=00:00")
+	require.Eventually(t, func() bool {
+		hot, ok := apptest.MetricValue(apptest.Scrape(t, s.MetricsAddr), `platforma_lifecycle_months{state="hot"}`)
+		return ok && hot >= 2 // this month and the next, at least
+	}, 20*time.Second, 50*time.Millisecond)
+	page := apptest.Scrape(t, s.MetricsAddr)
+	overdue, ok := apptest.MetricValue(page, "platforma_lifecycle_overdue_hot_months")
+	assert.True(t, ok)
+	assert.Zero(t, overdue)
+	assert.Contains(t, s.Logs(), "lifecycle: next run")
+}
+
+// The CLI plans with the same engine, and a policy that would archive
+// months still taking backfilled rows is refused before anything runs.
+func TestLifecycleCommand(t *testing.T) {
+	t.Parallel()
+	migrated := apptest.Start(t, oplog.Service(), oplogv1.OpLogService_ServiceDesc.ServiceName)
+	migrated.Stop()
+	dsn := migrated.DatabaseURL
+	run := func(args ...string) (int, string) {
+		var out strings.Builder
+		env := map[string]string{"LIFECYCLE_DATABASE_URL": dsn, "LIFECYCLE_STORE": t.TempDir()}
+		code := app.Run(context.Background(), oplog.Service(), app.Env{Args: args, Getenv: func(k string) string { return env[k] }, Stderr: &out})
+		return code, out.String()
+	}
+	code, out := run("lifecycle", "plan")
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "purge-rollups")
+
+	code, out = run("lifecycle", "plan", "-lifecycle-hot-window=720h")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, out, "must be longer than BACKFILL_WINDOW")
+
+	code, out = run("lifecycle", "verify", "-month=2025-13")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, out, "-month must be YYYY-MM")
+
+	code, out = run("serve", "-lifecycle-hot-window=720h")
+	assert.Equal(t, 2, code, "serve refuses it too")
+	assert.Contains(t, out, "must be longer than BACKFILL_WINDOW")
+
+	code, out = run("lifecycle", "shred")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, out, "unknown lifecycle command")
 }

@@ -16,6 +16,9 @@
 //	oplogbench indexes  raw COPY rate with each secondary index alone
 //	oplogbench queries  (make bench-queries) 10M rows over 3 months: the query
 //	                    RPCs against raw SQL for the same answers
+//	oplogbench lifecycle (make bench-lifecycle) a month of 10M rows archived,
+//	                    exported, verified and dropped: rates, RSS, sizes,
+//	                    ingest during it against without
 package main
 
 import (
@@ -41,7 +44,7 @@ func main() {
 	duration := fs.Duration("duration", 20*time.Second, "how long each throughput run lasts")
 	streams := fs.Int("streams", 1000, "ingest: concurrent Ingest streams for the memory run")
 	rate := fs.Int("rate", 6000, "steady: entries/s of all clients together")
-	rows := fs.Int("rows", 10_000_000, "queries: rows to load over three months")
+	rows := fs.Int("rows", 10_000_000, "queries: rows to load over three months; lifecycle: rows of the month")
 	rounds := fs.Int("rounds", 3, "indexes: rounds per variant (the median is reported)")
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's CPU profile here")
 	_ = fs.Parse(args)
@@ -65,8 +68,10 @@ func main() {
 		err = runIndexes(*duration, *rounds)
 	case "queries":
 		err = runQueries(*serverBin, *rows)
+	case "lifecycle":
+		err = runLifecycle(*serverBin, *rows, *clients, *duration)
 	default:
-		err = fmt.Errorf("unknown mode %q: ingest, steady, indexes or queries", mode)
+		err = fmt.Errorf("unknown mode %q: ingest, steady, indexes, queries or lifecycle", mode)
 	}
 	pprof.StopCPUProfile()
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/platforma/platforma/services/oplog/internal/lifecycle"
+
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
@@ -42,6 +44,11 @@ type Config struct {
 
 	MetricsMaxErrorTypes int
 	MetricsMaxProxies    int
+
+	// Lifecycle is the op log's life cycle: archive, export, retention
+	// (package lifecycle). `serve` runs it daily when its database URL is
+	// set.
+	Lifecycle lifecycle.Config
 
 	// PageTokens signs and checks the page tokens of ListOperationLogs and
 	// ListLoginDeadLetters. Not a flag: app passes the ring of
@@ -101,6 +108,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"distinct error_type label values in metrics; later ones are counted as \"other\"")
 	fs.IntVar(&c.MetricsMaxProxies, "metrics-max-proxies", d.MetricsMaxProxies,
 		"distinct proxy label values in metrics; later ones are counted as \"other\"")
+	c.Lifecycle.RegisterFlags(fs)
 }
 
 // Validate checks the values.
@@ -128,5 +136,10 @@ func (c *Config) Validate() error {
 		"LOGIN_RELAY_INTERVAL (-login-relay-interval) must be between 1ms and 1m")
 	check(c.MetricsMaxErrorTypes >= 0 && c.MetricsMaxErrorTypes <= 1000, "METRICS_MAX_ERROR_TYPES (-metrics-max-error-types) must be between 0 and 1000")
 	check(c.MetricsMaxProxies >= 0 && c.MetricsMaxProxies <= 10000, "METRICS_MAX_PROXIES (-metrics-max-proxies) must be between 0 and 10000")
+	if c.Lifecycle.DatabaseURL != "" { // the policy matters where the life cycle runs
+		if err := c.Lifecycle.Validate(c.Backfill); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/platforma/platforma/services/oplog/internal/lifecycle"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
@@ -96,6 +98,15 @@ func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
 	})
 	if err := registerAll(r.Metrics, s.metrics.Collectors()); err != nil {
 		return err
+	}
+	if cfg.Lifecycle.DatabaseURL == "" {
+		s.log.Info("LIFECYCLE_DATABASE_URL not set: this replica runs no life cycle (no archive, export or retention)")
+	} else {
+		lm := lifecycle.NewMetrics(store.NewLifecycle(pool), cfg.Lifecycle, s.now)
+		if err := registerAll(r.Metrics, lm.Collectors()); err != nil {
+			return err
+		}
+		r.Background("lifecycle", func(ctx context.Context) { lifecycle.Loop(ctx, cfg.Lifecycle, lm, s.now, s.log) })
 	}
 	if cfg.ProfileAddr == "" {
 		s.log.Info("PROFILE_ADDR not set: login outcomes are not forwarded to ProfileService")

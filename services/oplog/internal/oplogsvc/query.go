@@ -46,7 +46,11 @@ func (s *Server) ListOperationLogs(ctx context.Context, req *oplogv1.ListOperati
 	if err != nil {
 		return nil, err
 	}
-	resp := &oplogv1.ListOperationLogsResponse{NextPageToken: next}
+	missing, err := s.store.MissingMonths(ctx, f.Since, f.Until, f.IncludeArchived)
+	if err != nil {
+		return nil, err
+	}
+	resp := &oplogv1.ListOperationLogsResponse{NextPageToken: next, MissingMonths: missing}
 	for i := range rows {
 		resp.OperationLogs = append(resp.OperationLogs, logProto(&rows[i]))
 	}
@@ -55,7 +59,7 @@ func (s *Server) ListOperationLogs(ctx context.Context, req *oplogv1.ListOperati
 
 func (s *Server) parseList(req *oplogv1.ListOperationLogsRequest) (store.LogFilter, error) {
 	var v apierr.Violations
-	f := store.LogFilter{Limit: validate.PageSize(&v, "page_size", req.GetPageSize())}
+	f := store.LogFilter{Limit: validate.PageSize(&v, "page_size", req.GetPageSize()), IncludeArchived: req.GetIncludeArchived()}
 	if req.GetUserId() != "" {
 		if id, ok := validate.UUID(&v, "user_id", req.GetUserId()); ok {
 			raw := [16]byte(id)

@@ -20,6 +20,8 @@ type LogFilter struct {
 	Outcome       int16 // 0: any
 	ErrorType     string
 	ProxyUsed     string
+	// IncludeArchived reads the archive's months too.
+	IncludeArchived bool
 	// Since and Until bound create_time: [Since, Until). They let the
 	// planner prune partitions.
 	Since, Until time.Time
@@ -93,8 +95,15 @@ func ListSQL(f LogFilter) (string, []any) {
 		add(`proxy_used = $%d`, f.ProxyUsed)
 	}
 	args = append(args, f.Limit)
+	from := `oplog.operation_logs`
+	if f.IncludeArchived {
+		// A month is in exactly one of the two tables (the life cycle
+		// moves its partition whole), so the union repeats no row; the
+		// conditions reach both sides, and each prunes its partitions.
+		from = `(SELECT * FROM oplog.operation_logs UNION ALL SELECT * FROM oplog.operation_logs_archive) AS l`
+	}
 	return `SELECT ` + logColumns + `
-FROM oplog.operation_logs
+FROM ` + from + `
 WHERE ` + strings.Join(where, ` AND `) + `
 ORDER BY create_time DESC, id DESC
 LIMIT $` + fmt.Sprint(len(args)), args
@@ -274,4 +283,28 @@ func (s *Store) FailureSeries(ctx context.Context, w Window, daily bool, operati
 		return nil
 	})
 	return out, err
+}
+
+// MissingMonths lists the months ("2006-01") overlapping [since, until)
+// that the life cycle has taken out of the tables a list reads: archived
+// ones unless includeArchived, and those whose partition is in neither
+// table (only in cold storage, dropped, or between detach and attach).
+// Months the life cycle never touched are not missing: their rows, if
+// any, are hot.
+func (s *Store) MissingMonths(ctx context.Context, since, until time.Time, includeArchived bool) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT to_char(m.month, 'YYYY-MM')
+FROM oplog.lifecycle_months m
+WHERE m.month < $2 AND m.month + interval '1 month' > $1
+	AND NOT EXISTS (
+		SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		WHERE c.relnamespace = 'oplog'::regnamespace AND c.relname = 'operation_logs_p' || to_char(m.month, 'YYYYMM')
+			AND NOT i.inhdetachpending
+			AND (i.inhparent = 'oplog.operation_logs'::regclass
+				OR ($3 AND i.inhparent = 'oplog.operation_logs_archive'::regclass)))
+ORDER BY m.month`, since, until, includeArchived)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

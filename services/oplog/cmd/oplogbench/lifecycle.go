@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/migrate"
+	"github.com/platforma/platforma/services/oplog/internal/store"
+)
+
+// loadMonthRows fills the month starting at $4 with rows $1..$2 of $3,
+// spread evenly over it; the same row shape as loadRows.
+const loadMonthRows = `
+INSERT INTO oplog.operation_logs (id, create_time, user_id, platform_account_id, operation_type, outcome,
+	error_type, error_message, execution_time_ms, retry_count, proxy_used, user_agent, request_payload)
+SELECT gen_random_uuid(),
+	$4::timestamptz + make_interval(secs => (g::float8 / $3) * 28 * 86400),
+	('00000000-0000-4000-8000-' || lpad((g % 10000)::text, 12, '0'))::uuid,
+	'acct-' || g % 10000,
+	1 + (g / 7) % 7,
+	CASE WHEN g % 10 = 0 THEN 2 ELSE 1 END,
+	CASE WHEN g % 10 = 0 THEN (ARRAY['TIMEOUT','SELECTOR_NOT_FOUND','AUTH_REQUIRED','RATE_LIMIT','NETWORK'])[1 + (g / 10) % 5] END,
+	CASE WHEN g % 10 = 0 THEN 'operation failed' END,
+	(-ln(1 - random()) * 900)::bigint,
+	g % 3,
+	'proxy-' || g % 40,
+	'Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0',
+	'{"page": 1, "sort": "newest"}'::jsonb
+FROM generate_series($1::bigint, $2::bigint) g`
+
+// runLifecycle measures the life cycle on a month of rows: the export
+// (rows/s, MB/s, the CLI's peak RSS), Parquet size against the month's
+// heap and indexes, ingest while the month is archived and exported
+// against ingest without (before and after, in the same run), and the
+// drop; then a storage table for a year at 10,000 logs/s.
+func runLifecycle(serverBin string, rows, clients int, d time.Duration) error {
+	ctx := context.Background()
+	adminDSN, stopDB, err := database(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+	dsn, err := freshDatabase(ctx, adminDSN, "bench_lifecycle", serverBin)
+	if err != nil {
+		return err
+	}
+	ownerDSN := dsn
+	if _, ok := bootstrapped.Load(dsn); ok {
+		ownerDSN = asRole(dsn, migrate.DefaultRoles(migrations.OpLog.Schema).Owner)
+	}
+	now := time.Now().UTC()
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, -4, 0)
+	if err := createPartitions(ctx, dsn, month, month); err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	start := time.Now()
+	const chunk = 1_000_000
+	for from := 1; from <= rows; from += chunk {
+		if _, err := pool.Exec(ctx, loadMonthRows, from, min(from+chunk-1, rows), rows, month); err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
+	}
+	part := "oplog." + store.PartitionName(month)
+	if _, err := pool.Exec(ctx, "VACUUM ANALYZE "+part); err != nil {
+		return err
+	}
+	var heap, total int64
+	if err := pool.QueryRow(ctx, `SELECT pg_table_size($1::regclass), pg_total_relation_size($1::regclass)`, part).Scan(&heap, &total); err != nil {
+		return err
+	}
+	fmt.Printf("oplogbench lifecycle: %d rows in %s (loaded in %s): heap %.0f MiB, with indexes %.0f MiB (%.0f bytes/row), on %d CPUs\n\n",
+		rows, month.Format("2006-01"), time.Since(start).Round(time.Second), mib(heap), mib(total), float64(total)/float64(rows), cpus())
+
+	coldDir, err := os.MkdirTemp("", "oplogbench-cold-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(coldDir)
+	lifecycleEnv := []string{"LIFECYCLE_DATABASE_URL=" + ownerDSN, "LIFECYCLE_STORE=" + coldDir, "LOG_LEVEL=warn"}
+
+	sec := benchCredentials().secured
+	srv, err := startServer(serverBin, dsn, sec, "LOG_LEVEL=error")
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+
+	before, err := sdkLoad(srv.addr, sec.worker, clients, d, false)
+	if err != nil {
+		return err
+	}
+	// Archive, export and verify the month while the same load runs.
+	cli := exec.Command(serverBin, "lifecycle", "run")
+	cli.Env = append(os.Environ(), append(lifecycleEnv, "LIFECYCLE_RETENTION=87600h", "LIFECYCLE_ROLLUP_RETENTION=0")...)
+	cliOut := &tail{}
+	cli.Stderr = cliOut
+	cliStart := time.Now()
+	if err := cli.Start(); err != nil {
+		return err
+	}
+	cliDone := make(chan error, 1)
+	go func() { cliDone <- cli.Wait() }()
+	during, err := sdkLoad(srv.addr, sec.worker, clients, d, false)
+	if err != nil {
+		return err
+	}
+	loadEnd := time.Now()
+	if err := <-cliDone; err != nil {
+		return fmt.Errorf("lifecycle run: %w\n%s", err, cliOut)
+	}
+	cliTime := time.Since(cliStart)
+	cliRSS := cli.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	after, err := sdkLoad(srv.addr, sec.worker, clients, d, false)
+	if err != nil {
+		return err
+	}
+
+	steps := func(step string) (time.Duration, error) {
+		var secs float64
+		err := pool.QueryRow(ctx, `SELECT coalesce(extract(epoch FROM max(finish_time - start_time)), 0)::float8
+			FROM oplog.lifecycle_steps WHERE step = $1 AND ok AND NOT dry_run`, step).Scan(&secs)
+		return time.Duration(secs * float64(time.Second)), err
+	}
+	archiveTime, err := steps("archive")
+	if err != nil {
+		return err
+	}
+	exportTime, err := steps("export")
+	if err != nil {
+		return err
+	}
+	var exportBytes, exportRows int64
+	if err := pool.QueryRow(ctx, `SELECT export_bytes, export_rows FROM oplog.lifecycle_months WHERE month = $1`, month).Scan(&exportBytes, &exportRows); err != nil {
+		return err
+	}
+
+	// Past a short retention: the month is verified once more and dropped.
+	drop := exec.Command(serverBin, "lifecycle", "run")
+	drop.Env = append(os.Environ(), append(lifecycleEnv, "BACKFILL_WINDOW=1h", "LIFECYCLE_HOT_WINDOW=24h",
+		"LIFECYCLE_RETENTION=48h", "LIFECYCLE_ROLLUP_RETENTION=0")...)
+	if out, err := drop.CombinedOutput(); err != nil {
+		return fmt.Errorf("lifecycle run (drop): %w\n%s", err, out)
+	}
+	dropTime, err := steps("drop")
+	if err != nil {
+		return err
+	}
+
+	overlap := min(1, cliTime.Seconds()/loadEnd.Sub(cliStart).Seconds())
+	baseline := (before.rate + after.rate) / 2
+	fmt.Printf("%-44s %s\n", "archive (detach concurrently + attach)", archiveTime.Round(time.Millisecond))
+	fmt.Printf("%-44s %s: %.0f rows/s, %.1f MB/s of Parquet, %d rows\n", "export + read-back verification", exportTime.Round(time.Millisecond),
+		float64(exportRows)/exportTime.Seconds(), float64(exportBytes)/1e6/exportTime.Seconds(), exportRows)
+	fmt.Printf("%-44s %.0f MiB\n", "peak RSS of `oplog lifecycle run`", mib(cliRSS))
+	fmt.Printf("%-44s %.0f MiB = %.1f%% of heap + indexes (%.1f bytes/row)\n", "Parquet (zstd)", mib(exportBytes),
+		100*float64(exportBytes)/float64(total), float64(exportBytes)/float64(rows))
+	fmt.Printf("%-44s %.0f rows/s during the run (it covered %.0f%% of the load), %.0f without (before %.0f, after %.0f): %.0f%%\n",
+		"ingest, SDK clients through `oplog serve`", during.rate, 100*overlap, baseline, before.rate, after.rate, 100*during.rate/baseline)
+	fmt.Printf("%-44s %s (verifying the export again first, and the DROP)\n\n", "drop step", dropTime.Round(time.Millisecond))
+
+	// A year at 10,000 logs/s, from the bytes per row measured above.
+	const perSec = 10_000
+	day := float64(perSec * 86400)
+	hotPerRow, coldPerRow := float64(total)/float64(rows), float64(exportBytes)/float64(rows)
+	gb := func(days, perRow float64) float64 { return days * day * perRow / 1e9 }
+	fmt.Printf("a year at %d logs/s (%.0f M rows/day), from the measured %.0f bytes/row hot and %.0f bytes/row cold:\n", perSec, day/1e6, hotPerRow, coldPerRow)
+	fmt.Printf("  %-52s %8.0f GB hot\n", "this life cycle: 90 days hot", gb(90, hotPerRow))
+	fmt.Printf("  %-52s %8.0f GB cold\n", "                 275 days in cold storage", gb(275, coldPerRow))
+	fmt.Printf("  %-52s %8.0f GB hot\n", "a nightly DELETE after 2 years: the whole year hot", gb(365, hotPerRow))
+	return nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// tail keeps the last 4 KiB written to it.
+type tail struct{ b []byte }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 4096 {
+		t.b = t.b[len(t.b)-4096:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string { return string(t.b) }

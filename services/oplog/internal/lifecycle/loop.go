@@ -1,0 +1,84 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/platforma/platforma/services/oplog/internal/coldstore"
+)
+
+// ApplicationName is the life cycle's application_name in Postgres.
+const ApplicationName = "oplog lifecycle"
+
+// Open connects to the schema owner's database and opens the cold
+// storage; close releases both.
+func Open(ctx context.Context, cfg Config, now func() time.Time, log *slog.Logger) (e *Engine, close func(), err error) {
+	pcfg, err := pgx.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("LIFECYCLE_DATABASE_URL: %w", err)
+	}
+	// Operators (and pg_stat_activity) see which session is the life cycle.
+	pcfg.RuntimeParams["application_name"] = ApplicationName
+	conn, err := pgx.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("LIFECYCLE_DATABASE_URL: %w", err)
+	}
+	bucket, err := coldstore.OpenBucket(ctx, cfg.Store)
+	if err != nil {
+		_ = conn.Close(ctx)
+		return nil, nil, fmt.Errorf("LIFECYCLE_STORE: %w", err)
+	}
+	return NewEngine(conn, bucket, cfg, now, log), func() {
+		_ = bucket.Close()
+		_ = conn.Close(context.Background())
+	}, nil
+}
+
+// Loop runs the life cycle every day at cfg.RunAt until ctx ends, as one
+// of `serve`'s background tasks. Replicas all run it; the advisory lock
+// lets one of them work and the others find it held.
+func Loop(ctx context.Context, cfg Config, m *Metrics, now func() time.Time, log *slog.Logger) {
+	for {
+		next := cfg.NextRun(now())
+		log.InfoContext(ctx, "lifecycle: next run", "at", next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		RunOnce(ctx, cfg, m, now, log)
+	}
+}
+
+// RunOnce is one run of the loop, logged.
+func RunOnce(ctx context.Context, cfg Config, m *Metrics, now func() time.Time, log *slog.Logger) {
+	e, closeEngine, err := Open(ctx, cfg, now, log)
+	if err != nil {
+		log.ErrorContext(ctx, "lifecycle: run failed", "error", err)
+		return
+	}
+	defer closeEngine()
+	e.Metrics = m
+	start := time.Now()
+	steps, err := e.Run(ctx, false)
+	for _, s := range steps {
+		log.InfoContext(ctx, "lifecycle step", "month", monthLabel(s.Month), "step", s.Action, "reason", s.Reason, "result", s.Result)
+	}
+	switch {
+	case err != nil:
+		log.ErrorContext(ctx, "lifecycle: run failed", "error", err, "steps", len(steps), "duration", time.Since(start))
+	default:
+		log.InfoContext(ctx, "lifecycle: run done", "steps", len(steps), "duration", time.Since(start))
+	}
+}
+
+func monthLabel(m time.Time) string {
+	if m.IsZero() {
+		return ""
+	}
+	return m.Format("2006-01")
+}
