@@ -88,7 +88,7 @@ check-observability: ## promtool checks of deploy/observability and the alerts' 
 # Each test binary starts its own throwaway Postgres cluster (see
 # services/kit/pgtest); set DATABASE_URL to use your own server instead.
 .PHONY: test
-test: lint check-observability ## lint, observability checks, every module's tests with -race (fuzz seed corpora included), then a short fuzz run
+test: lint check-observability $(MINIO_STAMP) ## lint, observability checks, every module's tests with -race (fuzz seed corpora included), then a short fuzz run
 	go test -race -count=1 -timeout 15m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	$(MAKE) --no-print-directory fuzz
 

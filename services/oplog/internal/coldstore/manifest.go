@@ -58,6 +58,15 @@ type Manifest struct {
 	CreateTime time.Time `json:"create_time"`
 }
 
+// Bytes is the size of the export's files.
+func (m Manifest) Bytes() int64 {
+	var n int64
+	for _, f := range m.Files {
+		n += f.Bytes
+	}
+	return n
+}
+
 const (
 	rootPrefix   = "operation_logs/"
 	manifestName = "manifest.json"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/platforma/platforma/services/kit/app"
@@ -84,6 +85,12 @@ func runCommand(ctx context.Context, env app.Env, args []string) error {
 	log, err := logging.New(env.Stderr, level, "text")
 	if err != nil {
 		return err
+	}
+	// A run is batch work: on a host it shares with a service, the
+	// service's requests come first (nice 10; Postgres's own work for the
+	// run keeps its priority).
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, 10); err != nil {
+		log.Debug("lifecycle: could not lower the CPU priority", "error", err)
 	}
 	e, closeEngine, err := Open(ctx, cfg, time.Now, log)
 	if err != nil {

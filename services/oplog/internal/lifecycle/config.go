@@ -44,6 +44,9 @@ type Config struct {
 	DropWithoutExport bool
 	// RunAt is the time of day (UTC, "15:04") of the daily run of `serve`.
 	RunAt string
+	// ExportRate caps the rows per second an export reads, so that it
+	// leaves CPU to ingest on a shared host; 0: no cap.
+	ExportRate int
 }
 
 // Defaults: 90 days hot, two years kept, five years of statistics.
@@ -63,6 +66,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ArchiveTablespace, "lifecycle-archive-tablespace", "", "tablespace archived partitions move to (empty: stay where they are)")
 	fs.BoolVar(&c.DropWithoutExport, "lifecycle-drop-without-export", false, "drop months past the retention even without a verified export (each is logged as a warning)")
 	fs.StringVar(&c.RunAt, "lifecycle-run-at", "03:30", "time of day (UTC, HH:MM) of `serve`'s daily run")
+	fs.IntVar(&c.ExportRate, "lifecycle-export-rate", 0, "rows per second an export reads at most, to leave CPU to ingest (0: no cap)")
 }
 
 // Validate checks the policy against backfill, the oldest create_time
@@ -81,6 +85,7 @@ func (c Config) Validate(backfill time.Duration) error {
 		"LIFECYCLE_ROLLUP_RETENTION (-lifecycle-rollup-retention, %s) must be 0 (forever) or at least LIFECYCLE_RETENTION (%s): statistics outlive the rows", c.RollupRetention, c.Retention)
 	_, err := c.runAt()
 	check(err == nil, "LIFECYCLE_RUN_AT (-lifecycle-run-at) must be HH:MM, got %q", c.RunAt)
+	check(c.ExportRate >= 0, "LIFECYCLE_EXPORT_RATE (-lifecycle-export-rate) must not be negative")
 	check(c.DatabaseURL == "" || c.Store != "", "LIFECYCLE_STORE (-lifecycle-store) is required with LIFECYCLE_DATABASE_URL")
 	return errors.Join(errs...)
 }

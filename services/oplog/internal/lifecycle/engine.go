@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"gocloud.dev/blob"
+	"golang.org/x/time/rate"
 
 	"github.com/platforma/platforma/services/oplog/internal/coldstore"
 	"github.com/platforma/platforma/services/oplog/internal/store"
@@ -326,18 +327,18 @@ func (e *Engine) partitionOf(ctx context.Context, month time.Time) (*store.Month
 	return nil, nil
 }
 
-// pgDigest digests a partition's rows as they are in Postgres.
-func (e *Engine) pgDigest(ctx context.Context, name string) (*coldstore.Digest, error) {
+// pgDigest digests a month's rows as they are in Postgres.
+func (e *Engine) pgDigest(ctx context.Context, name string, month time.Time) (*coldstore.Digest, error) {
 	d := coldstore.NewDigest()
-	err := e.st.StreamRows(ctx, name, func(r *coldstore.Row) error { d.Add(r); return nil })
+	err := e.st.StreamRows(ctx, name, month, func(r *coldstore.Row) error { d.Add(r); return nil })
 	return d, err
 }
 
 // ExportMonth writes a month, hot or archived, to cold storage, reads the
-// export back and verifies it against the rows in Postgres, and records
-// it as the month's verified export. An earlier export of the month that
-// verifies against the same rows (one whose record a crash lost) is
-// adopted instead of writing another.
+// export back and verifies it against the digest of the rows as they
+// streamed out of Postgres, and records it as the month's verified export.
+// An earlier export of the month that verifies against the same rows (one
+// whose record a crash lost) is adopted instead of writing another.
 func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Manifest, error) {
 	p, err := e.partitionOf(ctx, month)
 	if err != nil {
@@ -346,41 +347,39 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 	if p == nil {
 		return coldstore.Manifest{}, fmt.Errorf("month %s has no partition to export", month.Format("2006-01"))
 	}
-	facts, err := e.st.Facts(ctx, p.Name)
-	if err != nil {
-		return coldstore.Manifest{}, err
-	}
 	existing, err := coldstore.Exports(ctx, e.bucket, month)
 	if err != nil {
 		return coldstore.Manifest{}, err
 	}
-	var pg *coldstore.Digest
 	if len(existing) > 0 {
-		if pg, err = e.pgDigest(ctx, p.Name); err != nil {
+		pg, err := e.pgDigest(ctx, p.Name, month)
+		if err != nil {
 			return coldstore.Manifest{}, err
 		}
 		for _, id := range existing {
 			m, err := coldstore.Verify(ctx, e.bucket, month, id)
 			if err == nil && m.Digest == pg.Sum() && m.Rows == pg.Rows() {
-				return m, e.recordVerified(ctx, month, m, facts)
+				return m, e.recordVerified(ctx, month, m)
 			}
 		}
 	}
 
 	exportID := uuid.Must(uuid.NewV7()).String()
 	start := time.Now()
+	expected := e.st.EstimatedRows(ctx, p.Name) // for the time left; 0 when unknown
 	exp, err := coldstore.NewExporter(ctx, e.bucket, month, exportID, coldstore.ExportOptions{
-		Progress: func(rows, bytes int64) { e.report(month, Export, rows, facts.Rows, bytes, start, false) },
+		Progress: func(rows, bytes int64) { e.report(month, Export, rows, expected, bytes, start, false) },
 	})
 	if err != nil {
 		return coldstore.Manifest{}, err
 	}
-	pg = coldstore.NewDigest()
-	err = e.st.StreamRows(ctx, p.Name, func(r *coldstore.Row) error {
-		pg.Add(r)
-		return exp.Write(r)
-	})
-	if err != nil {
+	// The Exporter digests the rows it is given, as they come out of
+	// Postgres: the manifest's digest is the rows' in Postgres.
+	write := exp.Write
+	if e.cfg.ExportRate > 0 {
+		write = throttled(ctx, e.cfg.ExportRate, exp.Write)
+	}
+	if err := e.st.StreamRows(ctx, p.Name, p.Month, write); err != nil {
 		exp.Abort()
 		return coldstore.Manifest{}, fmt.Errorf("export: %w", err)
 	}
@@ -389,27 +388,23 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 		exp.Abort()
 		return coldstore.Manifest{}, fmt.Errorf("export: %w", err)
 	}
-	var size int64
-	for _, f := range m.Files {
-		size += f.Bytes
-	}
-	e.report(month, Export, m.Rows, facts.Rows, size, start, true)
+	size := m.Bytes()
+	e.report(month, Export, m.Rows, m.Rows, size, start, true)
 	if e.Metrics != nil {
 		e.Metrics.exportRows.Add(float64(m.Rows))
 		e.Metrics.exportBytes.Add(float64(size))
 		e.Metrics.exportSeconds.Observe(time.Since(start).Seconds())
 	}
-	exportRows := m.Rows
-	digest := pg.Sum()
+	exportRows, digest := m.Rows, m.Digest
 	if err := e.st.SetMonth(ctx, store.Month{Month: month, State: store.StateExported, ExportID: &m.ExportID,
 		ExportRows: &exportRows, ExportBytes: &size, ExportDigest: &digest}); err != nil {
 		return m, err
 	}
 	// Only what was read back counts.
 	back, err := coldstore.Verify(ctx, e.bucket, month, m.ExportID)
-	if err == nil && (back.Digest != digest || back.Rows != pg.Rows()) {
-		err = fmt.Errorf("%w: read back %d rows with digest %s, Postgres has %d rows with digest %s",
-			coldstore.ErrCorrupt, back.Rows, back.Digest, pg.Rows(), digest)
+	if err == nil && (back.Digest != digest || back.Rows != exportRows) {
+		err = fmt.Errorf("%w: read back %d rows with digest %s, Postgres gave %d rows with digest %s",
+			coldstore.ErrCorrupt, back.Rows, back.Digest, exportRows, digest)
 	}
 	if err != nil {
 		if e.Metrics != nil {
@@ -417,18 +412,17 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 		}
 		return m, fmt.Errorf("verify: %w", err)
 	}
-	return back, e.recordVerified(ctx, month, back, facts)
+	return back, e.recordVerified(ctx, month, back)
 }
 
-func (e *Engine) recordVerified(ctx context.Context, month time.Time, m coldstore.Manifest, facts store.PartitionFacts) error {
-	var size int64
-	for _, f := range m.Files {
-		size += f.Bytes
-	}
+// recordVerified records m as the month's verified export; the month's
+// row count and newest row are the export's.
+func (e *Engine) recordVerified(ctx context.Context, month time.Time, m coldstore.Manifest) error {
+	size := m.Bytes()
 	now := e.now()
 	rows, digest := m.Rows, m.Digest
-	newest := facts.Newest
-	return e.st.SetMonth(ctx, store.Month{Month: month, State: store.StateVerified, RowCount: &facts.Rows, NewestCreateTime: &newest,
+	newest := m.MaxCreateTime
+	return e.st.SetMonth(ctx, store.Month{Month: month, State: store.StateVerified, RowCount: &rows, NewestCreateTime: &newest,
 		ExportID: &m.ExportID, ExportRows: &rows, ExportBytes: &size, ExportDigest: &digest, VerifiedTime: &now})
 }
 
@@ -452,7 +446,7 @@ func (e *Engine) VerifyMonth(ctx context.Context, month time.Time) (coldstore.Ma
 		var p *store.MonthPartition
 		if p, err = e.partitionOf(ctx, month); err == nil && p != nil {
 			var pg *coldstore.Digest
-			if pg, err = e.pgDigest(ctx, p.Name); err == nil && (pg.Sum() != m.Digest || pg.Rows() != m.Rows) {
+			if pg, err = e.pgDigest(ctx, p.Name, month); err == nil && (pg.Sum() != m.Digest || pg.Rows() != m.Rows) {
 				err = fmt.Errorf("%w: Postgres has %d rows with digest %s, the export %d with %s",
 					coldstore.ErrCorrupt, pg.Rows(), pg.Sum(), m.Rows, m.Digest)
 			}
@@ -508,7 +502,7 @@ func (e *Engine) RestoreMonth(ctx context.Context, month time.Time, exportID str
 		return m, rest.Added(), fmt.Errorf("restore: %w", err)
 	}
 	e.report(month, "restore", n, m.Rows, 0, start, true)
-	pg, err := e.pgDigest(ctx, store.PartitionName(month))
+	pg, err := e.pgDigest(ctx, store.PartitionName(month), month)
 	if err != nil {
 		return m, rest.Added(), err
 	}
@@ -516,11 +510,7 @@ func (e *Engine) RestoreMonth(ctx context.Context, month time.Time, exportID str
 		return m, rest.Added(), fmt.Errorf("restored partition has %d rows with digest %s, the export %d with %s",
 			pg.Rows(), pg.Sum(), m.Rows, m.Digest)
 	}
-	facts, err := e.st.Facts(ctx, store.PartitionName(month))
-	if err != nil {
-		return m, rest.Added(), err
-	}
-	return m, rest.Added(), e.recordVerified(ctx, month, m, facts)
+	return m, rest.Added(), e.recordVerified(ctx, month, m)
 }
 
 func (e *Engine) report(month time.Time, step Action, rows, of, bytes int64, start time.Time, done bool) {
@@ -533,4 +523,21 @@ func (e *Engine) report(month time.Time, step Action, rows, of, bytes int64, sta
 		p.RowsPerSec = float64(rows) / el.Seconds()
 	}
 	e.Progress(p)
+}
+
+// throttled is write at most perSecond rows a second, waiting in steps
+// of a tenth of that.
+func throttled(ctx context.Context, perSecond int, write func(*coldstore.Row) error) func(*coldstore.Row) error {
+	step := max(perSecond/10, 1)
+	lim := rate.NewLimiter(rate.Limit(perSecond), step)
+	n := 0
+	return func(r *coldstore.Row) error {
+		if n++; n == step {
+			n = 0
+			if err := lim.WaitN(ctx, step); err != nil {
+				return err
+			}
+		}
+		return write(r)
+	}
 }

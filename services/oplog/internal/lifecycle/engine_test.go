@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -458,4 +460,43 @@ func TestLifeCycleOnS3(t *testing.T) {
 	assert.Equal(t, int64(3000), added)
 	assert.Equal(t, exports[0], man.ExportID)
 	assert.Equal(t, int64(3000), e.count(t, `SELECT count(*) FROM oplog.operation_logs_archive`))
+}
+
+// With an archive tablespace, an archived month's table moves there.
+func TestArchiveMovesToItsTablespace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	dir := filepath.Join(t.TempDir(), "archive")
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	if os.Geteuid() == 0 {
+		// The cluster runs as postgres (it refuses root): the directory is
+		// its, and the path to it must let it through.
+		u, err := user.Lookup("postgres")
+		require.NoError(t, err)
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		require.NoError(t, os.Chown(dir, uid, gid))
+		for p := filepath.Dir(dir); p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+			require.NoError(t, os.Chmod(p, 0o755))
+		}
+	}
+	space := fmt.Sprintf("archive_%d", time.Now().UnixNano())
+	_, err := e.pool.Exec(ctx, fmt.Sprintf(`CREATE TABLESPACE %s LOCATION '%s'`, space, dir))
+	require.NoError(t, err)
+	e.cfg.ArchiveTablespace = space
+	m := month(2026, 6)
+	e.fill(t, m, m, 500)
+	_, err = e.engine(t, now).Run(ctx, false)
+	require.NoError(t, err)
+	var where string
+	require.NoError(t, e.pool.QueryRow(ctx, `SELECT coalesce(t.spcname, 'default') FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace
+		WHERE c.oid = $1::regclass`, "oplog."+store.PartitionName(m)).Scan(&where))
+	assert.Equal(t, space, where)
+	assert.Equal(t, int64(500), e.count(t, `SELECT count(*) FROM oplog.operation_logs_archive`))
+	// Empty the tablespace so that it can go with the test.
+	_, err = e.pool.Exec(ctx, "DROP TABLE oplog."+store.PartitionName(m))
+	require.NoError(t, err)
+	_, err = e.pool.Exec(ctx, "DROP TABLESPACE "+space)
+	require.NoError(t, err)
 }

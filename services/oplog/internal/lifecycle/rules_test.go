@@ -90,6 +90,7 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.RollupRetention = c.Retention - time.Hour }, "LIFECYCLE_ROLLUP_RETENTION"},
 		{func(c *Config) { c.RunAt = "3pm" }, "LIFECYCLE_RUN_AT"},
 		{func(c *Config) { c.DatabaseURL = "postgres://x" }, "LIFECYCLE_STORE"},
+		{func(c *Config) { c.ExportRate = -1 }, "LIFECYCLE_EXPORT_RATE"},
 	} {
 		c := ok
 		tt.change(&c)

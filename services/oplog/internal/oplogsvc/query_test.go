@@ -608,3 +608,47 @@ func partitionIndex(t *testing.T, pool *pgxpool.Pool, parent, partition string) 
 		WHERE i.inhparent = ('oplog.' || $1)::regclass AND x.indrelid = ('oplog.' || $2)::regclass`, parent, partition).Scan(&name))
 	return name
 }
+
+// An archived month is read only when asked for, and otherwise named as
+// missing; so is a month that is only in cold storage.
+func TestListOperationLogsOverTheArchive(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.NewPool(t)
+	client := serve(t, pool, testConfig(), func() time.Time { return clock })
+	ctx := context.Background()
+	at := clock.Add(-20 * 24 * time.Hour)
+	month := time.Date(at.Year(), at.Month(), 1, 0, 0, 0, 0, time.UTC)
+	var logs []*oplogv1.OperationLog
+	for i := 0; i < 5; i++ {
+		logs = append(logs, row(at.Add(time.Duration(i)*time.Minute)))
+	}
+	ingestAll(t, client, logs)
+	// What the life cycle does to a month (package lifecycle), by hand.
+	part := "oplog." + store.PartitionName(month)
+	_, err := pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE oplog.operation_logs DETACH PARTITION %s;
+		ALTER TABLE oplog.operation_logs_archive ATTACH PARTITION %[1]s FOR VALUES FROM ('%[2]s') TO ('%[3]s');
+		INSERT INTO oplog.lifecycle_months (month, state) VALUES ('%[2]s', 'verified'), ('%[4]s', 'dropped')`,
+		part, month.Format(time.DateOnly), month.AddDate(0, 1, 0).Format(time.DateOnly), month.AddDate(0, -1, 0).Format(time.DateOnly)))
+	require.NoError(t, err)
+
+	window := &oplogv1.ListOperationLogsRequest{Since: timestamppb.New(month.AddDate(0, -1, 0)), Until: timestamppb.New(clock)}
+	resp, err := client.ListOperationLogs(ctx, window)
+	require.NoError(t, err)
+	assert.Empty(t, resp.GetOperationLogs())
+	assert.Equal(t, []string{month.AddDate(0, -1, 0).Format("2006-01"), month.Format("2006-01")}, resp.GetMissingMonths())
+
+	archived := proto.Clone(window).(*oplogv1.ListOperationLogsRequest)
+	archived.IncludeArchived, archived.PageSize = true, 2
+	all, pages := apptest.Pages(t, func(token string) ([]*oplogv1.OperationLog, string, error) {
+		req := proto.Clone(archived).(*oplogv1.ListOperationLogsRequest)
+		req.PageToken = token
+		resp, err := client.ListOperationLogs(ctx, req)
+		if err == nil {
+			assert.Equal(t, []string{month.AddDate(0, -1, 0).Format("2006-01")}, resp.GetMissingMonths(), "only the dropped month")
+		}
+		return resp.GetOperationLogs(), resp.GetNextPageToken(), err
+	})
+	assert.Len(t, all, 5)
+	assert.Equal(t, 3, pages)
+	assert.Equal(t, logs[4].GetId(), all[0].GetId(), "newest first")
+}

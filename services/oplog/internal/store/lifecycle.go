@@ -130,6 +130,18 @@ func (l *Lifecycle) Facts(ctx context.Context, name string) (PartitionFacts, err
 	return f, err
 }
 
+// EstimatedRows is the planner's estimate of a partition's rows (0 when
+// it has none): enough for a progress line's time left, without reading
+// the table.
+func (l *Lifecycle) EstimatedRows(ctx context.Context, name string) int64 {
+	var n float64
+	if err := l.conn.QueryRow(ctx, `SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = to_regclass($1)`,
+		"oplog."+pgx.Identifier{name}.Sanitize()).Scan(&n); err != nil {
+		return 0
+	}
+	return int64(n)
+}
+
 // Detach takes a month's partition off the hot table without blocking
 // ingest (DETACH ... CONCURRENTLY, which waits for running transactions
 // instead of locking the table against them), or finishes a detach that
@@ -189,36 +201,57 @@ const exportColumns = `id, create_time, user_id, platform_account_id, operation_
 	error_code, error_type, error_message, execution_time_ms, retry_count, auth_type_detected, session_refreshed,
 	proxy_used, user_agent, request_payload::text, response_summary::text, trace_id, span_id`
 
-// StreamRows calls fn with every row of a partition in (create_time, id)
-// order, one at a time: memory stays bounded whatever the month's size.
-func (l *Lifecycle) StreamRows(ctx context.Context, name string, fn func(*coldstore.Row) error) error {
-	rows, err := l.conn.Query(ctx, fmt.Sprintf(`SELECT %s FROM oplog.%s ORDER BY create_time, id`,
-		exportColumns, pgx.Identifier{name}.Sanitize()))
-	if err != nil {
+// streamChunk is the span of create_time one query of StreamRows reads:
+// an hour's rows sort in memory (or in little temporary space), where a
+// month's would spill the whole month to disk while ingest needs the
+// disk; the BRIN index on create_time finds each hour's pages.
+const streamChunk = time.Hour
+
+// StreamRows calls fn with every row of a month's partition in
+// (create_time, id) order, one at a time, an hour at a time: memory stays
+// bounded whatever the month's size. Rows outside the month (a partition
+// with wider bounds) are read too, after the month's: nothing in the
+// partition is skipped.
+func (l *Lifecycle) StreamRows(ctx context.Context, name string, month time.Time, fn func(*coldstore.Row) error) error {
+	table := "oplog." + pgx.Identifier{name}.Sanitize()
+	from, to := month, month.AddDate(0, 1, 0)
+	read := func(sql string, args ...any) error {
+		rows, err := l.conn.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s WHERE %s ORDER BY create_time, id`, exportColumns, table, sql), args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var r coldstore.Row
+		var req, resp pgtype.Text
+		for rows.Next() {
+			r = coldstore.Row{}
+			if err := rows.Scan(&r.ID, &r.CreateTime, &r.UserID, &r.PlatformAccountID, &r.OperationType, &r.ResourceID, &r.Outcome,
+				&r.ErrorCode, &r.ErrorType, &r.ErrorMessage, &r.ExecutionTimeMs, &r.RetryCount, &r.AuthTypeDetected, &r.SessionRefreshed,
+				&r.ProxyUsed, &r.UserAgent, &req, &resp, &r.TraceID, &r.SpanID); err != nil {
+				return err
+			}
+			r.CreateTime = r.CreateTime.UTC()
+			if req.Valid {
+				r.RequestPayload = []byte(req.String)
+			}
+			if resp.Valid {
+				r.ResponseSummary = []byte(resp.String)
+			}
+			if err := fn(&r); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	if err := read(`create_time < $1`, from); err != nil {
 		return err
 	}
-	defer rows.Close()
-	var r coldstore.Row
-	var req, resp pgtype.Text
-	for rows.Next() {
-		r = coldstore.Row{}
-		if err := rows.Scan(&r.ID, &r.CreateTime, &r.UserID, &r.PlatformAccountID, &r.OperationType, &r.ResourceID, &r.Outcome,
-			&r.ErrorCode, &r.ErrorType, &r.ErrorMessage, &r.ExecutionTimeMs, &r.RetryCount, &r.AuthTypeDetected, &r.SessionRefreshed,
-			&r.ProxyUsed, &r.UserAgent, &req, &resp, &r.TraceID, &r.SpanID); err != nil {
-			return err
-		}
-		r.CreateTime = r.CreateTime.UTC()
-		if req.Valid {
-			r.RequestPayload = []byte(req.String)
-		}
-		if resp.Valid {
-			r.ResponseSummary = []byte(resp.String)
-		}
-		if err := fn(&r); err != nil {
+	for t := from; t.Before(to); t = t.Add(streamChunk) {
+		if err := read(`create_time >= $1 AND create_time < $2`, t, t.Add(streamChunk)); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	return read(`create_time >= $1`, to)
 }
 
 // restoreBatch is how many rows one restore transaction copies.
