@@ -20,11 +20,13 @@ import (
 // Shape of the loaded data: 10,000 users, 40 proxies, one in ten
 // operations failing with one of five error types, latencies with a long
 // tail, spread evenly over the last 90 days.
+// loadRows inserts rows $1..$2 of $3, spread evenly over the $5 seconds
+// from $4.
 const loadRows = `
 INSERT INTO oplog.operation_logs (id, create_time, user_id, platform_account_id, operation_type, outcome,
 	error_type, error_message, execution_time_ms, retry_count, proxy_used, user_agent, request_payload)
 SELECT gen_random_uuid(),
-	now() - make_interval(secs => (g::float8 / $3) * 90 * 86400),
+	$4::timestamptz + make_interval(secs => (g::float8 / $3) * $5),
 	('00000000-0000-4000-8000-' || lpad((g % 10000)::text, 12, '0'))::uuid,
 	'acct-' || g % 10000,
 	1 + (g / 7) % 7,
@@ -106,9 +108,10 @@ func runQueries(serverBin string, rows int) error {
 	defer pool.Close()
 
 	start := time.Now()
+	loadStart := start.Add(-90 * 24 * time.Hour)
 	const chunk = 1_000_000
 	for from := 1; from <= rows; from += chunk {
-		if _, err := pool.Exec(ctx, loadRows, from, min(from+chunk-1, rows), rows); err != nil {
+		if _, err := pool.Exec(ctx, loadRows, from, min(from+chunk-1, rows), rows, loadStart, 90*86400); err != nil {
 			return fmt.Errorf("load: %w", err)
 		}
 	}

@@ -40,6 +40,7 @@ func (e *env) cli(t *testing.T, retention string, args ...string) *exec.Cmd {
 		cliEnv+"="+strings.Join(append([]string{"lifecycle"}, args...), " "),
 		"LIFECYCLE_DATABASE_URL="+e.dsn, "LIFECYCLE_STORE="+e.dir,
 		"BACKFILL_WINDOW=1h", "LIFECYCLE_HOT_WINDOW=24h", "LIFECYCLE_RETENTION="+retention, "LIFECYCLE_ROLLUP_RETENTION=0")
+	cmd.Env = append(cmd.Env, e.cliExtraEnv...)
 	return cmd
 }
 
@@ -152,7 +153,11 @@ func TestKilledDuringExportIsFinishedByTheNextRun(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	m := e.oldMonth(t, 150_000)
+	// Slow enough that the export is still writing when its first
+	// progress line (after a row group) arrives and the kill follows.
+	e.cliExtraEnv = []string{"LIFECYCLE_EXPORT_RATE=20000"}
 	e.killDuring(t, keep, func(line string) bool { return strings.Contains(line, "export:") }, "run")
+	e.cliExtraEnv = nil
 	assert.NotEqual(t, "verified", e.states(t)[m.Format("2006-01")], "killed before it was verified")
 
 	e.runCLI(t, keep, "run")

@@ -52,6 +52,8 @@ type env struct {
 	dir    string
 	bucket *blob.Bucket
 	cfg    lifecycle.Config
+	// cliExtraEnv is added to the CLI's environment (crash_test.go).
+	cliExtraEnv []string
 }
 
 func newEnv(t *testing.T) *env {

@@ -202,13 +202,14 @@ const exportColumns = `id, create_time, user_id, platform_account_id, operation_
 	proxy_used, user_agent, request_payload::text, response_summary::text, trace_id, span_id`
 
 // streamChunk is the span of create_time one query of StreamRows reads:
-// an hour's rows sort in memory (or in little temporary space), where a
-// month's would spill the whole month to disk while ingest needs the
-// disk; the BRIN index on create_time finds each hour's pages.
-const streamChunk = time.Hour
+// a day's rows sort in the lifecycle session's work_mem (or in little
+// temporary space), where a month's would spill the whole month to disk
+// next to ingest; the BRIN index on create_time finds each day's pages.
+// (An hour was measured 3 times slower to read: 744 bitmap scans a month.)
+const streamChunk = 24 * time.Hour
 
 // StreamRows calls fn with every row of a month's partition in
-// (create_time, id) order, one at a time, an hour at a time: memory stays
+// (create_time, id) order, one at a time, a day at a time: memory stays
 // bounded whatever the month's size. Rows outside the month (a partition
 // with wider bounds) are read too, after the month's: nothing in the
 // partition is skipped.
