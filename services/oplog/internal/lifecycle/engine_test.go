@@ -10,12 +10,16 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gocloud.dev/blob"
@@ -501,4 +505,48 @@ func TestArchiveMovesToItsTablespace(t *testing.T) {
 	require.NoError(t, err)
 	_, err = e.pool.Exec(ctx, "DROP TABLESPACE "+space)
 	require.NoError(t, err)
+}
+
+// RunOnce, what `serve` runs every day: a run as the owner, logged, and
+// counted in the metrics; a replica that finds the lock held says so.
+func TestRunOnceRunsLogsAndCounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	m := month(2026, 6)
+	e.fill(t, m, m, 400)
+	cfg := e.cfg
+	cfg.DatabaseURL = e.dsn
+	clock := func() time.Time { return now }
+	metrics := lifecycle.NewMetrics(store.NewLifecycle(e.pool), cfg, clock)
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+
+	lifecycle.RunOnce(ctx, cfg, metrics, clock, log)
+	assert.Contains(t, logs.String(), "lifecycle: run done")
+	assert.Equal(t, "verified", e.states(t)[m.Format("2006-01")])
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(metrics))
+	rows := testutil.ToFloat64(metrics.Collectors()[1])
+	assert.Equal(t, 400.0, rows, "export rows counted")
+	n, err := testutil.GatherAndCount(reg, "platforma_lifecycle_months", "platforma_lifecycle_last_success_timestamp_seconds")
+	require.NoError(t, err)
+	assert.Equal(t, 6, n, "five states and the last success")
+
+	holder := mustConn(t, e.dsn)
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_lock(hashtext('oplog lifecycle'))`)
+	require.NoError(t, err)
+	lifecycle.RunOnce(ctx, cfg, metrics, clock, log)
+	assert.Contains(t, logs.String(), "another replica is running it")
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

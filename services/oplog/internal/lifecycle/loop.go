@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/platforma/platforma/services/oplog/internal/coldstore"
+	"github.com/platforma/platforma/services/oplog/internal/store"
 )
 
 // ApplicationName is the life cycle's application_name in Postgres.
@@ -74,6 +76,8 @@ func RunOnce(ctx context.Context, cfg Config, m *Metrics, now func() time.Time, 
 		log.InfoContext(ctx, "lifecycle step", "month", monthLabel(s.Month), "step", s.Action, "reason", s.Reason, "result", s.Result)
 	}
 	switch {
+	case errors.Is(err, store.ErrLocked):
+		log.InfoContext(ctx, "lifecycle: another replica is running it")
 	case err != nil:
 		log.ErrorContext(ctx, "lifecycle: run failed", "error", err, "steps", len(steps), "duration", time.Since(start))
 	default:
