@@ -39,7 +39,7 @@ type Service struct {
 	DatabaseURL string
 
 	name     string
-	logs     *syncBuffer
+	logs     *SyncBuffer
 	stop     func()
 	exit     chan int
 	once     sync.Once
@@ -61,7 +61,7 @@ func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	env := map[string]string{"DATABASE_URL": asRole(t, dsn, svc, false), "LOG_FORMAT": "text"}
-	var logs syncBuffer
+	var logs SyncBuffer
 	if code := app.Run(context.Background(), svc, app.Env{Args: []string{"migrate"}, Getenv: func(k string) string { return env[k] }, Stderr: &logs}); code != 0 {
 		t.Fatalf("%s migrate exited %d:\n%s", svc.Name, code, logs.String())
 	}
@@ -79,7 +79,7 @@ func Run(t *testing.T, svc app.Service, dsn, grpcService string, flags ...string
 	// Secure by default, as the binary: TLS, client certificates and
 	// tokens of the test PKI (see security.go); flags given win.
 	creds := securityEnv(t, env, flags)
-	s := &Service{DatabaseURL: dsn, name: svc.Name, logs: &syncBuffer{}, exit: make(chan int, 1), t: t, dialOpts: creds}
+	s := &Service{DatabaseURL: dsn, name: svc.Name, logs: &SyncBuffer{}, exit: make(chan int, 1), t: t, dialOpts: creds}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	ready := make(chan *server.Server, 1)
@@ -302,19 +302,20 @@ func MetricValue(page, series string) (float64, bool) {
 	return 0, false
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's concurrent writes.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes: the log of a
+// server under test.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

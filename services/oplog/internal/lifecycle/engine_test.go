@@ -10,8 +10,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"gocloud.dev/blob"
 
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/miniotest"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/oplog/internal/coldstore"
@@ -519,8 +518,8 @@ func TestRunOnceRunsLogsAndCounts(t *testing.T) {
 	cfg.DatabaseURL = e.dsn
 	clock := func() time.Time { return now }
 	metrics := lifecycle.NewMetrics(store.NewLifecycle(e.pool), cfg, clock)
-	var logs strings.Builder
-	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	var logs apptest.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	lifecycle.RunOnce(ctx, cfg, metrics, clock, log)
 	assert.Contains(t, logs.String(), "lifecycle: run done")
@@ -538,15 +537,4 @@ func TestRunOnceRunsLogsAndCounts(t *testing.T) {
 	require.NoError(t, err)
 	lifecycle.RunOnce(ctx, cfg, metrics, clock, log)
 	assert.Contains(t, logs.String(), "another replica is running it")
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
