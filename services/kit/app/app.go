@@ -250,6 +250,7 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 	srv, err := server.New(server.Config{
 		ListenAddr:      cfg.ListenAddr,
 		MetricsAddr:     cfg.MetricsAddr,
+		HealthAddr:      cfg.HealthAddr,
 		PprofAddr:       cfg.security.PprofAddr,
 		TLS:             tlsCfg,
 		Insecure:        cfg.security.Insecure,

@@ -56,6 +56,11 @@ func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
 			code: 2, contains: []string{`METRICS_ADDR (-metrics-addr) ":99999": port must be`},
 		},
 		{
+			name: "health address without port",
+			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": okURL, "HEALTH_ADDR": "0.0.0.0"},
+			code: 2, contains: []string{`HEALTH_ADDR (-health-addr) "0.0.0.0": want host:port`},
+		},
+		{
 			name: "env value of the wrong type",
 			args: []string{"serve"}, env: map[string]string{"DATABASE_URL": okURL, "SHUTDOWN_TIMEOUT": "soon"},
 			code: 2, contains: []string{`SHUTDOWN_TIMEOUT="soon"`},

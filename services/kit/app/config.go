@@ -96,6 +96,7 @@ type serveConfig struct {
 	commonConfig
 	ListenAddr       string
 	MetricsAddr      string
+	HealthAddr       string
 	ShutdownTimeout  time.Duration
 	HealthInterval   time.Duration
 	DBMaxConns       int
@@ -142,6 +143,7 @@ func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
 	c.commonConfig.register(fs)
 	fs.StringVar(&c.ListenAddr, "listen-addr", svc.DefaultListenAddr, "gRPC listen address, host:port")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", svc.DefaultMetricsAddr, "Prometheus /metrics listen address, host:port")
+	fs.StringVar(&c.HealthAddr, "health-addr", "", "plaintext gRPC health (only) on this address, host:port, for probes that cannot do TLS (kubelet's grpc probes); empty = off")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may run after SIGTERM before they are cut off")
 	fs.DurationVar(&c.HealthInterval, "health-interval", 2*time.Second, "how often the database is pinged for gRPC health while it answers (while it does not: every 250ms, or this when shorter)")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", 16, "maximum connections in the pool")
@@ -187,6 +189,11 @@ func (c *serveConfig) validate(svc Service) error {
 	} {
 		if err := validateAddr(a.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", a.name, a.value, err))
+		}
+	}
+	if c.HealthAddr != "" { // empty: off
+		if err := validateAddr(c.HealthAddr); err != nil {
+			errs = append(errs, fmt.Errorf("HEALTH_ADDR (-health-addr) %q: %v", c.HealthAddr, err))
 		}
 	}
 	positive := []struct {

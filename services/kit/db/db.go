@@ -42,7 +42,9 @@ func NewPool(ctx context.Context, c PoolConfig) (*pgxpool.Pool, error) {
 	if c.ConnectTimeout > 0 {
 		cfg.ConnConfig.ConnectTimeout = c.ConnectTimeout
 	}
-	if c.ApplicationName != "" {
+	// The DSN's own application_name wins: replicas that set theirs
+	// (application_name=oplog-2) can be told apart in pg_stat_activity.
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set && c.ApplicationName != "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = c.ApplicationName
 	}
 	cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTrimSQLInSpanName())

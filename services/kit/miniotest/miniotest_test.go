@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -60,9 +61,13 @@ func TestBucketIsRemovedAfterTheTest(t *testing.T) {
 		_, err := srv.Client().PutObject(t.Context(), &s3.PutObjectInput{Bucket: aws.String(name), Key: aws.String("k"), Body: strings.NewReader("x")})
 		require.NoError(t, err)
 	})
-	_, err := srv.Client().HeadBucket(context.Background(), &s3.HeadBucketInput{Bucket: aws.String(name)})
-	var nf *types.NotFound
-	require.True(t, errors.As(err, &nf), "bucket %s still exists: %v", name, err)
+	// MinIO answers HeadBucket from a cache that can lag its DeleteBucket
+	// by a moment: removed means gone within a few seconds.
+	require.Eventually(t, func() bool {
+		_, err := srv.Client().HeadBucket(context.Background(), &s3.HeadBucketInput{Bucket: aws.String(name)})
+		var nf *types.NotFound
+		return errors.As(err, &nf)
+	}, 10*time.Second, 50*time.Millisecond, "bucket %s still exists 10 s after its test", name)
 }
 
 func TestCredentialsAreChecked(t *testing.T) {

@@ -53,6 +53,11 @@ type Config struct {
 	// PprofAddr, if set, serves /debug/pprof/ on its own listener; it
 	// must be a loopback address (pprof has no authentication).
 	PprofAddr string
+	// HealthAddr, if set, serves grpc.health.v1 alone, in plaintext, on
+	// its own listener: for probes that cannot do TLS (kubelet's grpc
+	// probes). It answers what health on ListenAddr answers, plus
+	// LivenessService.
+	HealthAddr string
 	// TLS is the gRPC listener's TLS configuration (tlsfiles.ServerConfig).
 	// Without it the server refuses to start unless Insecure is set.
 	TLS *tls.Config
@@ -249,6 +254,8 @@ type Server struct {
 	metricsSrv *http.Server
 	pprofLis   net.Listener // nil when off
 	pprofSrv   *http.Server
+	healthLis  net.Listener // nil when off
+	healthGRPC *grpc.Server
 	background []backgroundTask
 }
 
@@ -338,6 +345,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	grpcMetrics.InitializeMetrics(s.grpc)
 	// Until the first database check says otherwise.
 	s.setServing(false)
+	s.health.SetServingStatus(LivenessService, healthgrpc.HealthCheckResponse_SERVING)
 
 	var err error
 	if s.lis, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
@@ -367,7 +375,42 @@ func New(cfg Config, opts Options) (*Server, error) {
 		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		s.pprofSrv = &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
 	}
+	if cfg.HealthAddr != "" {
+		if s.healthLis, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("listen on %s for health: %w", cfg.HealthAddr, err)
+		}
+		// Health alone, so plaintext exposes nothing else; the same
+		// transport limits and receive timeouts as the main listener.
+		s.healthGRPC = grpc.NewServer(
+			grpc.MaxConcurrentStreams(limits.MaxConcurrentStreams),
+			grpc.MaxHeaderListSize(limits.MaxHeaderListSize),
+			grpc.MaxRecvMsgSize(4<<10),
+			grpc.ConnectionTimeout(limits.HandshakeTimeout),
+			grpc.KeepaliveParams(keepalive.ServerParameters{
+				MaxConnectionIdle: limits.MaxConnectionIdle,
+				Time:              limits.KeepaliveTime,
+				Timeout:           limits.KeepaliveTimeout,
+			}),
+		)
+		healthgrpc.RegisterHealthServer(guardRegistrar{srv: s.healthGRPC, g: s.guard}, healthService{Server: s.health, stopping: s.stopping})
+	}
 	return s, nil
+}
+
+// LivenessService is the health service name that is SERVING from the
+// server's start until its shutdown, whatever the database does: what a
+// liveness probe asks, so that a database outage makes replicas unready,
+// never restarted.
+const LivenessService = "liveness"
+
+// closeListeners closes what New has bound so far.
+func (s *Server) closeListeners() {
+	for _, l := range []net.Listener{s.lis, s.metricsLis, s.pprofLis, s.healthLis} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
 }
 
 // CheckLoopback accepts host:port addresses whose host is a loopback
@@ -512,6 +555,14 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 // MetricsAddr is the bound metrics address.
 func (s *Server) MetricsAddr() string { return s.metricsLis.Addr().String() }
 
+// HealthAddr is the plaintext health listener's address, "" when off.
+func (s *Server) HealthAddr() string {
+	if s.healthLis == nil {
+		return ""
+	}
+	return s.healthLis.Addr().String()
+}
+
 // PprofAddr is the bound pprof address, "" when pprof is off.
 func (s *Server) PprofAddr() string {
 	if s.pprofLis == nil {
@@ -542,7 +593,7 @@ func (s ctxStream) Context() context.Context { return s.ctx }
 // included) get ShutdownTimeout to finish, then the rest are cut off. It
 // returns nil after a requested shutdown and the error if serving failed.
 func (s *Server) Run(ctx context.Context) error {
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 4) // one per listener
 	go func() { serveErr <- s.grpc.Serve(s.lis) }()
 	go func() {
 		if err := s.metricsSrv.Serve(s.metricsLis); !errors.Is(err, http.ErrServerClosed) {
@@ -553,6 +604,13 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() {
 			if err := s.pprofSrv.Serve(s.pprofLis); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("pprof server: %w", err)
+			}
+		}()
+	}
+	if s.healthGRPC != nil {
+		go func() {
+			if err := s.healthGRPC.Serve(s.healthLis); err != nil {
+				serveErr <- fmt.Errorf("health server: %w", err)
 			}
 		}()
 	}
@@ -578,6 +636,9 @@ func (s *Server) Run(ctx context.Context) error {
 	attrs := []any{"addr", s.Addr(), "metrics_addr", s.MetricsAddr(), "tls", s.cfg.TLS != nil, "services", s.services}
 	if s.pprofSrv != nil {
 		attrs = append(attrs, "pprof_addr", s.PprofAddr())
+	}
+	if s.healthGRPC != nil {
+		attrs = append(attrs, "health_addr", s.HealthAddr())
 	}
 	s.log.Info("serving", attrs...)
 
@@ -649,6 +710,10 @@ func (s *Server) shutdown() {
 	if s.pprofSrv != nil {
 		// A profile being taken is cut off: no one waits for it.
 		_ = s.pprofSrv.Close()
+	}
+	if s.healthGRPC != nil {
+		// Last: probes read NOT_SERVING for as long as calls drain.
+		s.healthGRPC.Stop()
 	}
 }
 

@@ -40,6 +40,7 @@ import (
 
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/balance"
 	"github.com/platforma/platforma/services/oplog/internal/wire"
 	"github.com/platforma/platforma/services/oplog/redact"
 )
@@ -197,12 +198,15 @@ const instrumentationName = "github.com/platforma/platforma/services/oplog/oplog
 
 // Dial opens a connection to OpLogService at target with OpenTelemetry's
 // gRPC client instrumentation, so that each flush's trace continues into
-// the server. opts come after it; they must include transport
-// credentials, e.g. grpc.WithTransportCredentials(insecure.NewCredentials()).
-// A connection made otherwise works too, without the server-side spans
+// the server, and round_robin balancing, so that a target naming several
+// replicas (dns:///oplog.example:50053 with one address per replica)
+// spreads the flushes over all of them and moves off a replica that goes
+// away. opts come after these; they must include transport credentials,
+// e.g. grpc.WithTransportCredentials(insecure.NewCredentials()). A
+// connection made otherwise works too, without the server-side spans
 // joining the workers' traces.
 func Dial(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	return grpc.NewClient(target, append([]grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}, opts...)...)
+	return grpc.NewClient(target, append([]grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler()), balance.RoundRobin()}, opts...)...)
 }
 
 // withClock replaces time.Now, for tests.

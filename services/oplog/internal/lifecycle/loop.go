@@ -23,8 +23,11 @@ func Open(ctx context.Context, cfg Config, now func() time.Time, log *slog.Logge
 	if err != nil {
 		return nil, nil, fmt.Errorf("LIFECYCLE_DATABASE_URL: %w", err)
 	}
-	// Operators (and pg_stat_activity) see which session is the life cycle.
-	pcfg.RuntimeParams["application_name"] = ApplicationName
+	// Operators (and pg_stat_activity) see which session is the life
+	// cycle, unless the DSN names it itself (say, after its replica).
+	if _, set := pcfg.RuntimeParams["application_name"]; !set {
+		pcfg.RuntimeParams["application_name"] = ApplicationName
+	}
 	// Exports sort a day of rows at a time: in memory, rather than in
 	// temporary files written next to ingest.
 	if _, set := pcfg.RuntimeParams["work_mem"]; !set {

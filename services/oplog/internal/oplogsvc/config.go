@@ -127,7 +127,9 @@ func (c *Config) Validate() error {
 	check(c.ReceiveSlots >= 1 && c.ReceiveSlots <= 4096, "INGEST_RECEIVE_SLOTS (-ingest-receive-slots) must be between 1 and 4096")
 	if c.ProfileAddr != "" {
 		_, _, err := net.SplitHostPort(c.ProfileAddr)
-		check(err == nil || strings.Contains(c.ProfileAddr, ":///"),
+		// A gRPC target names its resolver: dns:///profile:50051, or
+		// dns://10.0.0.10:53/profile:50051 with its own DNS server.
+		check(err == nil || strings.Contains(c.ProfileAddr, "://"),
 			"PROFILE_ADDR (-profile-addr) must be host:port or a gRPC target such as dns:///profile:50051")
 	}
 	errs = append(errs, c.ProfileTLS.validate(c.ProfileAddr)...)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
+	"github.com/platforma/platforma/services/kit/balance"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/relay"
 )
@@ -23,6 +24,9 @@ func (s *Server) registerRelay(r server.Registrar, cfg Config) error {
 		return err
 	}
 	conn, err := grpc.NewClient(cfg.ProfileAddr, append(creds,
+		// Every ProfileService replica PROFILE_ADDR resolves to takes its
+		// turn; a replica that goes away is skipped.
+		balance.RoundRobin(),
 		// The relay's health probes (every 200ms while it backs off)
 		// would each be a trace of their own.
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
