@@ -120,16 +120,29 @@ func newEnv(t *testing.T) *Env {
 func (e *Env) URL(role string) string { return e.PG.TCPURL(role, database) }
 
 // Oplog prepares `oplog serve` on this database; env adds settings.
-func (e *Env) Oplog(env ...string) *Proc {
-	base := append([]string{"DATABASE_URL=" + e.URL("oplog")}, serveEnv(e.t)...)
-	base = append(base, relayEnv(e.t)...)
-	return newProc(e.t, e.dir, "oplog", filepath.Join(e.bin, "oplog"), append(base, env...)...)
-}
+func (e *Env) Oplog(env ...string) *Proc { return e.serve("oplog", "oplog", e.URL("oplog"), env...) }
 
 // Profile prepares `profile serve` on this database.
 func (e *Env) Profile(env ...string) *Proc {
-	base := append([]string{"DATABASE_URL=" + e.URL("profile")}, serveEnv(e.t)...)
-	return newProc(e.t, e.dir, "profile", filepath.Join(e.bin, "profile"), append(base, env...)...)
+	return e.serve("profile", "profile", e.URL("profile"), env...)
+}
+
+// Replica prepares replica name of service on addr (its own loopback
+// address, the port its siblings use too), named so in pg_stat_activity.
+func (e *Env) Replica(service, name, addr string, env ...string) *Proc {
+	p := e.serve(service, name, e.URL(service)+"&application_name="+name, append(env, "LISTEN_ADDR="+addr)...)
+	p.Addr = addr
+	return p
+}
+
+// serve prepares `<service> serve` as its runtime role, with TLS, under
+// name (its log file's).
+func (e *Env) serve(service, name, dsn string, env ...string) *Proc {
+	base := append([]string{"DATABASE_URL=" + dsn}, serveEnv(e.t)...)
+	if service == "oplog" {
+		base = append(base, relayEnv(e.t)...)
+	}
+	return newProc(e.t, e.dir, name, filepath.Join(e.bin, service), append(base, env...)...)
 }
 
 // exec runs one statement as the superuser in dbname, failing the test on

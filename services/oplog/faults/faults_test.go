@@ -43,8 +43,9 @@ func TestMain(m *testing.M) {
 }
 
 // finish closes the fleet with everything healthy, waits for the outbox
-// to drain when logins are checked, and verifies.
-func finish(t *testing.T, e *Env, f *Fleet, oplog *Proc, opts verifyOptions) *Report {
+// to drain when logins are checked, and verifies; oplogs are the
+// OpLogService processes (replicas) whose memory is bounded.
+func finish(t *testing.T, e *Env, f *Fleet, opts verifyOptions, oplogs ...*Proc) *Report {
 	t.Helper()
 	closeStart := time.Now()
 	errs := f.Close(2 * time.Minute)
@@ -61,7 +62,9 @@ func finish(t *testing.T, e *Env, f *Fleet, oplog *Proc, opts verifyOptions) *Re
 	for _, err := range errs {
 		r.problem("SDK Close: %v", err)
 	}
-	r.PeakServerRSS = oplog.PeakRSS()
+	for _, p := range oplogs {
+		r.PeakServerRSS = max(r.PeakServerRSS, p.PeakRSS())
+	}
 	if r.PeakServerRSS > serverRSSBound {
 		r.problem("OpLogService peak RSS %s above the bound of %s", mib(r.PeakServerRSS), mib(serverRSSBound))
 	}
@@ -100,7 +103,7 @@ func TestKill9OpLog(t *testing.T) {
 			i, secs(ready.Sub(killed)), secs(ack), secs(caught)))
 		time.Sleep(2 * time.Second)
 	}
-	r := finish(t, e, f, oplog, verifyOptions{expectNoLoss: true})
+	r := finish(t, e, f, verifyOptions{expectNoLoss: true}, oplog)
 	for _, s := range recoveries {
 		r.figure("kill -9 %s", s)
 	}
@@ -138,7 +141,7 @@ func TestPostgresRestart(t *testing.T) {
 	if !oplog.Running() {
 		t.Errorf("OpLogService exited while Postgres restarted")
 	}
-	r := finish(t, e, f, oplog, verifyOptions{expectNoLoss: true})
+	r := finish(t, e, f, verifyOptions{expectNoLoss: true}, oplog)
 	for _, s := range recoveries {
 		r.figure("postgres %s", s)
 	}
@@ -224,7 +227,7 @@ func TestSIGTERMOpLog(t *testing.T) {
 	caught := f.waitCaughtUp(ready, time.Minute)
 	time.Sleep(2 * time.Second)
 
-	r := finish(t, e, f, oplog, verifyOptions{expectNoLoss: true})
+	r := finish(t, e, f, verifyOptions{expectNoLoss: true}, oplog)
 	r.figure("SIGTERM: %d streams open at the signal sent their second message after it and were acknowledged (%d of %d rows); exit code %d after %s",
 		streams, acked, streams*2*rowsPerMessage, x.code, secs(x.took))
 	r.figure("restart: first ack %s after it, backlog drained after %s", secs(ack), secs(caught))
@@ -276,7 +279,7 @@ func TestLostAcknowledgements(t *testing.T) {
 			i, proxy.swallowed.Load()-before, cut/2, secs(ack), secs(caught)))
 		time.Sleep(2 * time.Second)
 	}
-	r := finish(t, e, f, oplog, verifyOptions{expectNoLoss: true})
+	r := finish(t, e, f, verifyOptions{expectNoLoss: true}, oplog)
 	for _, s := range rounds {
 		r.figure("lost answers %s", s)
 	}
@@ -316,7 +319,7 @@ func TestDatabaseDown20s(t *testing.T) {
 	w := f.closeWindow()
 	time.Sleep(3 * time.Second)
 
-	r := finish(t, e, f, oplog, verifyOptions{})
+	r := finish(t, e, f, verifyOptions{}, oplog)
 	if bound := int64(cfg.effectiveBufferSize() + sdkFlushers*cfg.effectiveFlushSize()); w.inBuffer > bound {
 		r.problem("while the database was down an SDK client held %d entries, above its bound of %d", w.inBuffer, bound)
 	}
@@ -368,7 +371,7 @@ func TestProfileKilledWhileOutboxFills(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second)
 
-	r := finish(t, e, f, oplog, verifyOptions{logins: true, expectNoLoss: true})
+	r := finish(t, e, f, verifyOptions{logins: true, expectNoLoss: true}, oplog)
 	r.figure("ProfileService down 8s: %d login outcomes waiting in the outbox; delivered %s after its restart", backlog, secs(drained))
 	r.finish(t)
 }
@@ -429,7 +432,7 @@ func TestOpLogKilledBetweenDeliveryAndDelete(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 
-	r := finish(t, e, f, oplog, verifyOptions{logins: true, expectNoLoss: true})
+	r := finish(t, e, f, verifyOptions{logins: true, expectNoLoss: true}, oplog)
 	r.figure("backlog of %d login outcomes before ProfileService started", backlog)
 	for _, k := range kills {
 		r.figure("kill -9 between delivery and delete %s", k)
@@ -453,7 +456,7 @@ func TestVerifierCatchesBrokenPromises(t *testing.T) {
 	f := newFleet(t, oplog.Addr, fleetConfig{producers: 2, rate: 300, logins: 0.5})
 	f.Start()
 	time.Sleep(2 * time.Second)
-	clean := finish(t, e, f, oplog, verifyOptions{logins: true, expectNoLoss: true})
+	clean := finish(t, e, f, verifyOptions{logins: true, expectNoLoss: true}, oplog)
 	if len(clean.Problems) > 0 {
 		t.Fatalf("the clean run is not clean: %v", clean.Problems)
 	}

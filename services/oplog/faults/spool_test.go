@@ -166,7 +166,7 @@ func TestDatabaseDown60sWithSpool(t *testing.T) {
 	wUp := f.closeWindow()
 	time.Sleep(3 * time.Second)
 
-	r := finish(t, e, f, oplog, verifyOptions{expectNoLoss: true})
+	r := finish(t, e, f, verifyOptions{expectNoLoss: true}, oplog)
 	if notServing.IsZero() || notServing.Before(stopping) || notServing.After(starting) {
 		r.problem("OpLogService's health never said NOT_SERVING while Postgres was down: the recovery time below measures nothing")
 	}

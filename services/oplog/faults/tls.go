@@ -30,13 +30,18 @@ func suitePKI(t *testing.T) *devpki.Files {
 			pkiErr = err
 			return
 		}
-		pkiFiles, pkiErr = devpki.Generate(dir)
+		pkiFiles, pkiErr = devpki.Generate(dir, replicaHosts...)
 	})
 	if pkiErr != nil {
 		t.Fatalf("test credentials: %v", pkiErr)
 	}
 	return pkiFiles
 }
+
+// replicaHosts are the names and addresses the replicas scenario
+// (replicas_test.go) reaches servers by, besides localhost: in the servers'
+// certificate, as a cluster's DNS names would be.
+var replicaHosts = []string{oplogName, profileName, "127.0.0.2", "127.0.0.3"}
 
 // serveEnv is what every `serve` needs for TLS and authentication.
 func serveEnv(t *testing.T) []string { return devpki.AsEnv(suitePKI(t).ServeFlags()) }

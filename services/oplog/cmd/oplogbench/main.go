@@ -40,7 +40,7 @@ func main() {
 	serverBin := fs.String("server", "bin/oplog", "the oplog binary to benchmark")
 	baseline := fs.String("baseline", "", "ingest: also run the end-to-end load against this oplog binary (an older build), migrated by itself")
 	profileBin := fs.String("profile", "bin/profile", "ingest: the profile binary, for the run with the login outbox and relay (\"\" skips it)")
-	clients := fs.Int("clients", 8, "ingest, steady: SDK clients (one connection each)")
+	clients := fs.Int("clients", 8, "ingest, steady, replicas: SDK clients (one connection each)")
 	duration := fs.Duration("duration", 20*time.Second, "how long each throughput run lasts")
 	streams := fs.Int("streams", 1000, "ingest: concurrent Ingest streams for the memory run")
 	rate := fs.Int("rate", 6000, "steady: entries/s of all clients together")
@@ -70,8 +70,10 @@ func main() {
 		err = runQueries(*serverBin, *rows)
 	case "lifecycle":
 		err = runLifecycle(*serverBin, *rows, *clients, *duration)
+	case "replicas":
+		err = runReplicas(*serverBin, *clients, *duration)
 	default:
-		err = fmt.Errorf("unknown mode %q: ingest, steady, indexes, queries or lifecycle", mode)
+		err = fmt.Errorf("unknown mode %q: ingest, steady, indexes, queries, lifecycle or replicas", mode)
 	}
 	pprof.StopCPUProfile()
 	if err != nil {
