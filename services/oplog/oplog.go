@@ -3,10 +3,9 @@
 package oplog
 
 import (
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/lifecycle"
@@ -30,8 +29,8 @@ func Service() app.Service {
 		// Ingest reads its messages as bytes (package wire); the kit
 		// server wraps the codec to refuse malformed requests.
 		Codec: wire.Codec{},
-		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
-			return oplogsvc.Register(r, pool, cfg)
+		Register: func(r server.Registrar, pools db.Pools) error {
+			return oplogsvc.Register(r, pools, cfg)
 		},
 		Commands: map[string]app.Command{"lifecycle": lifecycle.Command()},
 	}

@@ -3,10 +3,9 @@
 package profile
 
 import (
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/profile/internal/profilesvc"
@@ -22,8 +21,8 @@ func Service() app.Service {
 		Migrations:         migrations.Profile,
 		Config:             &cfg,
 		PageTokens:         func(k *pagetoken.Keyring) { cfg.PageTokens = k },
-		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
-			return profilesvc.Register(r, pool, cfg)
+		Register: func(r server.Registrar, pools db.Pools) error {
+			return profilesvc.Register(r, pools, cfg)
 		},
 	}
 }

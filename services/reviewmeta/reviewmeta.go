@@ -3,10 +3,9 @@
 package reviewmeta
 
 import (
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/reviewmeta/internal/reviewmetasvc"
@@ -21,8 +20,10 @@ func Service() app.Service {
 		DefaultMetricsAddr: ":9452",
 		Migrations:         migrations.ReviewMeta,
 		PageTokens:         func(k *pagetoken.Keyring) { cfg.PageTokens = k },
-		Register: func(r server.Registrar, pool *pgxpool.Pool) error {
-			return reviewmetasvc.Register(r, pool, cfg)
+		// No read replica: the reply worker's queue is its list, and it
+		// must read what it just wrote.
+		Register: func(r server.Registrar, pools db.Pools) error {
+			return reviewmetasvc.Register(r, pools.Primary, cfg)
 		},
 	}
 }

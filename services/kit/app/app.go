@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 
@@ -50,8 +49,10 @@ type Service struct {
 	// Config, if set, adds the service's own flags to `serve` and
 	// validates them with the rest; Register reads the parsed values.
 	Config Configurable
-	// Register wires the service's gRPC implementation to its database.
-	Register func(server.Registrar, *pgxpool.Pool) error
+	// Register wires the service's gRPC implementation to its database:
+	// the primary, and the read replica's router when -read-database-url
+	// is set (the query RPCs' reads; see db.Reads).
+	Register func(server.Registrar, db.Pools) error
 	// Methods is the method table the server authorizes calls with; nil
 	// means auth.Methods, the platform's one table. Only services outside
 	// the platform (tests') set it.
@@ -238,6 +239,21 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 		return err
 	}
 	defer pool.Close()
+	pools := db.Pools{Primary: pool}
+	if cfg.ReadDatabaseURL != "" {
+		readPool, err := db.NewPool(ctx, db.PoolConfig{
+			URL:             cfg.ReadDatabaseURL,
+			ApplicationName: svc.Name + "-read",
+			MaxConns:        int32(cfg.DBMaxConns),
+			ConnectTimeout:  cfg.DBConnectTimeout,
+		})
+		if err != nil {
+			return err
+		}
+		defer readPool.Close()
+		pools.Reads = db.NewReads(pool, readPool, db.ReadsConfig{MaxLag: cfg.ReadMaxLag, Logger: logger})
+		logger.Info("read replica: the query RPCs read from it while it is within the bound, else from the primary", "max_lag", cfg.ReadMaxLag.String())
+	}
 
 	// TLS and authentication: files loaded, JWKS read; what fails here
 	// is configuration, reported like a bad flag.
@@ -265,7 +281,15 @@ func serve(ctx context.Context, svc Service, env Env, args []string) error {
 			if err := r.Metrics.Register(db.NewPoolCollector(pool)); err != nil {
 				return fmt.Errorf("register pool metrics: %w", err)
 			}
-			return svc.Register(r, pool)
+			if pools.Reads != nil {
+				for _, c := range pools.Reads.Collectors() {
+					if err := r.Metrics.Register(c); err != nil {
+						return fmt.Errorf("register read replica metrics: %w", err)
+					}
+				}
+				r.Background("read replica lag", pools.Reads.Run)
+			}
+			return svc.Register(r, pools)
 		},
 		Codec:       svc.Codec,
 		GRPCOptions: svc.GRPCOptions,

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/server"
 )
 
@@ -20,7 +20,7 @@ var testService = Service{
 	DefaultListenAddr:  ":50099",
 	DefaultMetricsAddr: ":9499",
 	Migrations:         migrations.Profile,
-	Register:           func(server.Registrar, *pgxpool.Pool) error { return nil },
+	Register:           func(server.Registrar, db.Pools) error { return nil },
 }
 
 func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
@@ -69,6 +69,21 @@ func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
 			name: "zero durations and pool size",
 			args: []string{"serve", "-health-interval=0s", "-db-max-conns=0"}, env: map[string]string{"DATABASE_URL": okURL},
 			code: 2, contains: []string{"HEALTH_INTERVAL (-health-interval) must be positive", "DB_MAX_CONNS (-db-max-conns) must be between 1 and 10000"},
+		},
+		{
+			name: "unparseable read database url keeps the password secret",
+			args: []string{"serve", "-insecure"}, env: map[string]string{"DATABASE_URL": okURL, "READ_DATABASE_URL": "postgres://u:hunter2@replica:notaport/db"},
+			code: 2, contains: []string{"READ_DATABASE_URL (-read-database-url) is invalid"}, hides: "hunter2",
+		},
+		{
+			name: "read max lag not positive",
+			args: []string{"serve", "-insecure", "-read-max-lag=0s"}, env: map[string]string{"DATABASE_URL": okURL},
+			code: 2, contains: []string{"READ_MAX_LAG (-read-max-lag) must be positive"},
+		},
+		{
+			name: "read max lag of the wrong type",
+			args: []string{"serve", "-insecure"}, env: map[string]string{"DATABASE_URL": okURL, "READ_MAX_LAG": "10"},
+			code: 2, contains: []string{`READ_MAX_LAG="10"`},
 		},
 		{
 			name: "every problem reported at once",
@@ -176,6 +191,11 @@ func TestBadConfigurationIsRefusedWithTheVariableNamed(t *testing.T) {
 				"-recv-idle-timeout, RECV_IDLE_TIMEOUT (default 30s)",
 				"-max-connection-age, MAX_CONNECTION_AGE (default 30m0s)",
 			},
+		},
+		{
+			name: "flag help lists the read replica's flags",
+			args: []string{"serve", "-h"}, code: 0,
+			contains: []string{"-read-database-url, READ_DATABASE_URL\n", "-read-max-lag, READ_MAX_LAG (default 10s)"},
 		},
 	}
 	for _, tt := range tests {

@@ -103,6 +103,10 @@ type serveConfig struct {
 	DBConnectTimeout time.Duration
 	MaxRecvMsgBytes  int
 
+	// The read replica of the query RPCs (db.Reads).
+	ReadDatabaseURL string
+	ReadMaxLag      time.Duration
+
 	// Transport limits (server.Limits).
 	MaxConcurrentStreams  int
 	MaxHeaderListBytes    int
@@ -148,6 +152,8 @@ func (c *serveConfig) register(fs *flag.FlagSet, svc Service) {
 	fs.DurationVar(&c.HealthInterval, "health-interval", 2*time.Second, "how often the database is pinged for gRPC health while it answers (while it does not: every 250ms, or this when shorter)")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", 16, "maximum connections in the pool")
 	fs.DurationVar(&c.DBConnectTimeout, "db-connect-timeout", 5*time.Second, "timeout for opening one database connection")
+	fs.StringVar(&c.ReadDatabaseURL, "read-database-url", "", "Postgres URL of a streaming replica the query RPCs read from while it is at most -read-max-lag behind; its pool has -db-max-conns connections too; empty = the primary serves them")
+	fs.DurationVar(&c.ReadMaxLag, "read-max-lag", 10*time.Second, "the read replica's staleness bound: further behind (or down), the query RPCs read from the primary")
 	maxMsg := 4 << 20
 	if svc.DefaultMaxRecvMsgBytes > 0 {
 		maxMsg = svc.DefaultMaxRecvMsgBytes
@@ -191,6 +197,12 @@ func (c *serveConfig) validate(svc Service) error {
 			errs = append(errs, fmt.Errorf("%s %q: %v", a.name, a.value, err))
 		}
 	}
+	if c.ReadDatabaseURL != "" { // empty: no replica
+		if _, err := pgxpool.ParseConfig(c.ReadDatabaseURL); err != nil {
+			// pgx redacts the password in its parse errors.
+			errs = append(errs, fmt.Errorf("READ_DATABASE_URL (-read-database-url) is invalid: %v", err))
+		}
+	}
 	if c.HealthAddr != "" { // empty: off
 		if err := validateAddr(c.HealthAddr); err != nil {
 			errs = append(errs, fmt.Errorf("HEALTH_ADDR (-health-addr) %q: %v", c.HealthAddr, err))
@@ -204,6 +216,7 @@ func (c *serveConfig) validate(svc Service) error {
 		{"HEALTH_INTERVAL (-health-interval) must be positive", c.HealthInterval > 0},
 		{"DB_MAX_CONNS (-db-max-conns) must be between 1 and 10000", c.DBMaxConns >= 1 && c.DBMaxConns <= 10000},
 		{"DB_CONNECT_TIMEOUT (-db-connect-timeout) must be positive", c.DBConnectTimeout > 0},
+		{"READ_MAX_LAG (-read-max-lag) must be positive", c.ReadMaxLag > 0},
 		{"MAX_RECV_MSG_BYTES (-max-recv-msg-bytes) must be between 1024 and 268435456", c.MaxRecvMsgBytes >= 1024 && c.MaxRecvMsgBytes <= 256<<20},
 		{"MAX_CONCURRENT_STREAMS (-max-concurrent-streams) must be between 1 and 65536", c.MaxConcurrentStreams >= 1 && c.MaxConcurrentStreams <= 1<<16},
 		{"MAX_HEADER_LIST_BYTES (-max-header-list-bytes) must be between 4096 and 16777216", c.MaxHeaderListBytes >= 4<<10 && c.MaxHeaderListBytes <= 16<<20},

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
@@ -17,6 +16,7 @@ import (
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/app"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/kit/telemetry/telemetrytest"
 )
@@ -38,7 +38,7 @@ func TestServeExportsTracesToTheConfiguredCollector(t *testing.T) {
 	svc := app.Service{
 		Name: "tracedsvc", DefaultListenAddr: "127.0.0.1:0", DefaultMetricsAddr: "127.0.0.1:0",
 		Migrations: migrations.Profile,
-		Register:   func(server.Registrar, *pgxpool.Pool) error { return nil },
+		Register:   func(server.Registrar, db.Pools) error { return nil },
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	ready, exit := make(chan *server.Server, 1), make(chan int, 1)

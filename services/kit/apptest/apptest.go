@@ -23,6 +23,7 @@ import (
 
 	"github.com/platforma/platforma/services/kit/app"
 	"github.com/platforma/platforma/services/kit/migrate"
+	"github.com/platforma/platforma/services/kit/pgcluster"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 )
@@ -59,6 +60,14 @@ func (s *Service) DialOptions() []grpc.DialOption { return s.dialOpts }
 // pgtest.Main.
 func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *Service {
 	t.Helper()
+	return Run(t, svc, Migrate(t, svc), grpcService, flags...)
+}
+
+// Migrate is Start's first half: a fresh database migrated with svc's
+// `migrate` command. It returns its DSN as pgtest.NewDatabase does, for
+// Run, when serve's flags depend on the database (ReplicaURL).
+func Migrate(t *testing.T, svc app.Service) string {
+	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	env := map[string]string{"DATABASE_URL": asRole(t, dsn, svc, false), "LOG_FORMAT": "text"}
 	var logs SyncBuffer
@@ -66,7 +75,15 @@ func Start(t *testing.T, svc app.Service, grpcService string, flags ...string) *
 		t.Fatalf("%s migrate exited %d:\n%s", svc.Name, code, logs.String())
 	}
 	assertMigrated(t, dsn, svc.Migrations.Schema)
-	return Run(t, svc, dsn, grpcService, flags...)
+	return dsn
+}
+
+// ReplicaURL is the database of dsn (Migrate's) on standby
+// (pgtest.StartStandby), as the role svc's serve connects as: the value
+// of its -read-database-url.
+func ReplicaURL(t testing.TB, svc app.Service, dsn string, standby *pgcluster.Cluster) string {
+	t.Helper()
+	return asRole(t, pgtest.OnStandby(dsn, standby), svc, true)
 }
 
 // Run starts `serve` on an already migrated database, as Start does: a

@@ -6,7 +6,8 @@
 // in CI) the cluster runs as the "postgres" OS user, which Debian's
 // postgresql package creates.
 //
-// Throwaway clusters trust every local connection. A cluster with a
+// Throwaway clusters trust every local connection, replication included,
+// so they can have streaming standbys (NewStandby). A cluster with a
 // Password (the one of `make run`) asks every connection, over the Unix
 // socket and TCP alike, for a password (scram-sha-256).
 package pgcluster
@@ -323,6 +324,59 @@ func (c *Cluster) initdb(ctx context.Context) error {
 		return fmt.Errorf("initdb %s: %w\n%s", c.opts.DataDir, err, out)
 	}
 	return nil
+}
+
+// NewStandby prepares a streaming standby of c, which must be running:
+// pg_basebackup copies c's data directory into opts.DataDir (which must
+// hold no cluster yet) with the WAL that makes the copy consistent, and
+// writes standby.signal and primary_conninfo, so that once started
+// (Start) the standby replays what c writes, read-only, over a
+// replication connection to c's Unix socket. opts.Settings should include
+// c's max_connections at least (a hot standby refuses to start with
+// fewer). Only a cluster without a Password can have one: PasswordHBA
+// allows no replication connection, while throwaway clusters keep
+// initdb's pg_hba.conf, which trusts local ones (max_wal_senders and
+// wal_level are Postgres's defaults, 10 and replica).
+func (c *Cluster) NewStandby(ctx context.Context, opts Options) (*Cluster, error) {
+	switch {
+	case c.opts.Password != "":
+		return nil, errors.New("pgcluster: a cluster with a Password allows no replication connection, so it can have no standby")
+	case !c.Running():
+		return nil, errors.New("pgcluster: a standby needs its primary running")
+	case opts.DataDir == "":
+		return nil, errors.New("pgcluster: DataDir is required")
+	case opts.Password != "":
+		return nil, errors.New("pgcluster: a standby has its primary's roles and passwords: no Password of its own")
+	}
+	if opts.SocketDir == "" {
+		opts.SocketDir = opts.DataDir + ".run"
+	}
+	if opts.LogFile == "" {
+		opts.LogFile = opts.DataDir + ".log"
+	}
+	s := &Cluster{opts: opts, binDir: c.binDir, owner: c.owner, fixedPort: opts.Port != 0}
+	if _, err := os.Stat(filepath.Join(opts.DataDir, "PG_VERSION")); err == nil {
+		return nil, fmt.Errorf("pgcluster: %s already holds a cluster", opts.DataDir)
+	}
+	if err := s.prepareDirs(); err != nil {
+		return nil, err
+	}
+	cmd := s.command(ctx, "pg_basebackup",
+		"--pgdata", opts.DataDir,
+		"--host", c.opts.SocketDir,
+		"--port", strconv.Itoa(c.opts.Port),
+		"--username", Superuser,
+		"--no-password",
+		"--wal-method=stream",
+		"--write-recovery-conf",
+		// At once, not spread over checkpoint_completion_target.
+		"--checkpoint=fast",
+		"--no-sync",
+	)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("pg_basebackup into %s: %w\n%s", opts.DataDir, err, bytes.TrimSpace(out))
+	}
+	return s, nil
 }
 
 // Start starts the server and waits until it accepts connections.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -81,4 +82,49 @@ func TestClusterWithPasswordRefusesConnectionsWithout(t *testing.T) {
 	conn, err = pgx.Connect(ctx, c.URL("someone", "r0le-password", "postgres"))
 	require.NoError(t, err, "a password set through its SCRAM verifier")
 	require.NoError(t, conn.Close(ctx))
+}
+
+// A standby replays what its primary writes, read-only, and starts
+// serving from the copy pg_basebackup made.
+func TestStandbyReplaysItsPrimary(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "pgcluster-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755)) // reachable by the postgres user when root
+	primary, err := pgcluster.New(ctx, pgcluster.Options{DataDir: filepath.Join(dir, "primary"), ParentDeathSignal: syscall.SIGQUIT})
+	require.NoError(t, err)
+	require.NoError(t, primary.Start(ctx))
+	t.Cleanup(func() { _ = primary.Stop(context.Background()) })
+	conn, err := pgx.Connect(ctx, primary.DSN("postgres"))
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+
+	standby, err := primary.NewStandby(ctx, pgcluster.Options{DataDir: filepath.Join(dir, "standby"), ParentDeathSignal: syscall.SIGQUIT})
+	require.NoError(t, err)
+	require.NoError(t, standby.Start(ctx))
+	t.Cleanup(func() { _ = standby.Stop(context.Background()) })
+	assert.NotEqual(t, primary.Port(), standby.Port())
+
+	sconn, err := pgx.Connect(ctx, standby.DSN("postgres"))
+	require.NoError(t, err)
+	defer sconn.Close(ctx)
+	var recovery bool
+	require.NoError(t, sconn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&recovery))
+	assert.True(t, recovery, "a standby")
+	_, err = sconn.Exec(ctx, "INSERT INTO t VALUES (3)")
+	assert.ErrorContains(t, err, "read-only")
+
+	_, err = conn.Exec(ctx, "INSERT INTO t VALUES (2)")
+	require.NoError(t, err)
+	assert.Eventually(t, func() bool {
+		var n int
+		return sconn.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n) == nil && n == 2
+	}, 20*time.Second, 20*time.Millisecond, "the primary's later write replayed")
+
+	_, err = primary.NewStandby(ctx, pgcluster.Options{DataDir: filepath.Join(dir, "standby")})
+	assert.ErrorContains(t, err, "already holds a cluster")
 }

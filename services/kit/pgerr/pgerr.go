@@ -33,13 +33,14 @@ const (
 
 // Classes of SQLSTATE codes: their first two characters.
 const (
-	ClassConnectionException   = "08"
-	ClassDataException         = "22"
-	ClassIntegrityViolation    = "23"
-	ClassTransactionRollback   = "40"
-	ClassInsufficientResources = "53"
-	ClassOperatorIntervention  = "57"
-	ClassSystemError           = "58"
+	ClassConnectionException     = "08"
+	ClassDataException           = "22"
+	ClassIntegrityViolation      = "23"
+	ClassTransactionRollback     = "40"
+	ClassInsufficientResources   = "53"
+	ClassSyntaxErrorOrAccessRule = "42"
+	ClassOperatorIntervention    = "57"
+	ClassSystemError             = "58"
 )
 
 // Code is err's SQLSTATE, or "" when err is no error from Postgres.

@@ -234,6 +234,60 @@ func StartCluster(t testing.TB) *pgcluster.Cluster {
 	return c
 }
 
+// StartStandby starts a streaming standby of the harness's cluster,
+// private to this test (so that it may pause replay or stop the standby),
+// and removes it when the test ends. Every database NewDatabase hands out
+// is on it too, read-only, as soon as replayed: OnStandby gives a DSN's
+// database there. The test is skipped with DATABASE_URL set: there is no
+// cluster of the harness's own to copy.
+func StartStandby(t testing.TB) *pgcluster.Cluster {
+	t.Helper()
+	h := mustHarness(t)
+	if h.cluster == nil {
+		t.Skip("pgtest: no standby with DATABASE_URL: it needs the harness's own cluster")
+	}
+	return StartStandbyOf(t, h.cluster)
+}
+
+// StartStandbyOf starts a streaming standby of primary (a running
+// cluster without a password, as StartCluster's), and removes it when the
+// test ends.
+func StartStandbyOf(t testing.TB, primary *pgcluster.Cluster) *pgcluster.Cluster {
+	t.Helper()
+	dir, err := clusterDir()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	ctx := context.Background()
+	s, err := primary.NewStandby(ctx, pgcluster.Options{
+		DataDir:           dir + "/data",
+		Settings:          ClusterSettings(),
+		ParentDeathSignal: syscall.SIGQUIT,
+	})
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatalf("pgtest: start standby: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Errorf("pgtest: stop standby: %v", err)
+		}
+	})
+	return s
+}
+
+// OnStandby returns dsn (as NewDatabase or AsRole return it) connecting
+// to the same database on standby instead.
+func OnStandby(dsn string, standby *pgcluster.Cluster) string {
+	// In key=value form the last occurrence of a key wins.
+	return fmt.Sprintf("%s host=%s port=%d", dsn, standby.SocketDir(), standby.Port())
+}
+
 // clusterDir makes a directory for a throwaway cluster that the postgres OS
 // user can reach when we run as root (os.MkdirTemp makes it 0700).
 func clusterDir() (string, error) {

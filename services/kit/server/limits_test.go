@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
@@ -27,6 +26,7 @@ import (
 	"github.com/platforma/platforma/services/kit/app"
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/auth"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/server"
 )
 
@@ -348,7 +348,7 @@ func TestServeFlagsSetTheLimits(t *testing.T) {
 		DefaultListenAddr:  ":0",
 		DefaultMetricsAddr: ":0",
 		Migrations:         migrations.Profile,
-		Register: func(r server.Registrar, _ *pgxpool.Pool) error {
+		Register: func(r server.Registrar, _ db.Pools) error {
 			testgrpc.RegisterTestServiceServer(r.GRPC, svc)
 			return nil
 		},

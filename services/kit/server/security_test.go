@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -39,6 +38,7 @@ import (
 	"github.com/platforma/platforma/services/kit/apptest"
 	"github.com/platforma/platforma/services/kit/auth"
 	"github.com/platforma/platforma/services/kit/auth/devpki"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/server"
 )
 
@@ -57,7 +57,7 @@ func stubs() app.Service {
 	return app.Service{
 		Name: "stubs", DefaultListenAddr: ":0", DefaultMetricsAddr: ":0",
 		Migrations: migrations.Profile,
-		Register: func(r server.Registrar, _ *pgxpool.Pool) error {
+		Register: func(r server.Registrar, _ db.Pools) error {
 			oplogv1.RegisterOpLogServiceServer(r.GRPC, oplogv1.UnimplementedOpLogServiceServer{})
 			profilev1.RegisterProfileServiceServer(r.GRPC, profilev1.UnimplementedProfileServiceServer{})
 			reviewmetav1.RegisterReviewMetadataServiceServer(r.GRPC, reviewmetav1.UnimplementedReviewMetadataServiceServer{})
@@ -492,7 +492,7 @@ func TestServeRefusesAMethodWithoutARule(t *testing.T) {
 	svc := app.Service{
 		Name: "norule", DefaultListenAddr: "127.0.0.1:0", DefaultMetricsAddr: "127.0.0.1:0",
 		Migrations: migrations.Profile,
-		Register: func(r server.Registrar, _ *pgxpool.Pool) error {
+		Register: func(r server.Registrar, _ db.Pools) error {
 			testgrpc.RegisterTestServiceServer(r.GRPC, &testServer{})
 			return nil
 		},

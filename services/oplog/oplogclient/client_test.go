@@ -27,6 +27,7 @@ import (
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
@@ -49,7 +50,7 @@ func startServer(t *testing.T, pool *pgxpool.Pool, w wrap) *grpc.ClientConn {
 		if w != nil {
 			r.GRPC = wrapRegistrar{inner: r.GRPC, w: w}
 		}
-		return oplogsvc.Register(r, pool, serverConfig())
+		return oplogsvc.Register(r, db.Pools{Primary: pool}, serverConfig())
 	})
 }
 

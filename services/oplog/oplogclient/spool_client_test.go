@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/oplogsvc"
@@ -45,7 +46,7 @@ func downAddr(t *testing.T) (string, *grpc.ClientConn) {
 func serveOn(t *testing.T, addr string, pool *pgxpool.Pool) (stop func()) {
 	t.Helper()
 	return apptest.ServePlaintextAt(t, addr, pool, wire.Codec{}, func(r server.Registrar) error {
-		return oplogsvc.Register(r, pool, serverConfig())
+		return oplogsvc.Register(r, db.Pools{Primary: pool}, serverConfig())
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/migrate"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
@@ -47,7 +48,7 @@ func serve(t *testing.T, pool *pgxpool.Pool, cfg oplogsvc.Config, now func() tim
 	t.Helper()
 	cfg.Now = now
 	conn := apptest.ServeCodec(t, pool, wire.Codec{}, func(r server.Registrar) error {
-		return oplogsvc.Register(r, pool, cfg)
+		return oplogsvc.Register(r, db.Pools{Primary: pool}, cfg)
 	})
 	return oplogv1.NewOpLogServiceClient(conn)
 }

@@ -14,11 +14,11 @@ import (
 
 	"github.com/platforma/platforma/services/oplog/internal/lifecycle"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
 	oplogv1 "github.com/platforma/platforma/gen/platforma/oplog/v1"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/oplog/internal/ingest"
@@ -83,13 +83,15 @@ func New(st *store.Store, cfg Config) *Server {
 
 // Register plugs the service, its group-commit writer, its partition
 // maintenance, its metrics and, with a ProfileAddr, the login relay into
-// a platforma server. A nil cfg.Logger is the server's.
-func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
+// a platforma server. The query RPCs read through pools.Reads (a read
+// replica, while fresh); ingest, the dead letters and the life cycle use
+// pools.Primary. A nil cfg.Logger is the server's.
+func Register(r server.Registrar, pools db.Pools, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = r.Logger
 	}
 	// The outbox is filled only where a relay empties it.
-	st := store.New(pool, store.Options{LoginOutbox: cfg.ProfileAddr != ""})
+	st := store.New(pools.Primary, store.Options{LoginOutbox: cfg.ProfileAddr != "", Reads: pools.Reads})
 	s := New(st, cfg)
 	oplogv1.RegisterOpLogServiceServer(r.GRPC, s)
 	r.Background("ingest writer", s.writer.Run)
@@ -102,7 +104,7 @@ func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
 	if cfg.Lifecycle.DatabaseURL == "" {
 		s.log.Info("LIFECYCLE_DATABASE_URL not set: this replica runs no life cycle (no archive, export or retention)")
 	} else {
-		lm := lifecycle.NewMetrics(store.NewLifecycle(pool), cfg.Lifecycle, s.now)
+		lm := lifecycle.NewMetrics(store.NewLifecycle(pools.Primary), cfg.Lifecycle, s.now)
 		if err := registerAll(r.Metrics, lm.Collectors()); err != nil {
 			return err
 		}

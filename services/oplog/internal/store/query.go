@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/oplog/internal/stats"
 )
 
@@ -110,26 +111,32 @@ LIMIT $` + fmt.Sprint(len(args)), args
 }
 
 // ListLogs returns the logs f selects.
-func (s *Store) ListLogs(ctx context.Context, f LogFilter) ([]LogRow, error) {
+func (s *Store) ListLogs(ctx context.Context, f LogFilter) (out []LogRow, err error) {
 	sql, args := ListSQL(f)
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (LogRow, error) {
-		var l LogRow
-		var req, resp pgtype.Text
-		err := row.Scan(&l.ID, &l.CreateTime, &l.UserID, &l.PlatformAccountID, &l.OperationType, &l.ResourceID,
-			&l.Outcome, &l.ErrorCode, &l.ErrorType, &l.ErrorMessage, &l.ExecutionTimeMs, &l.RetryCount,
-			&l.AuthTypeDetected, &l.SessionRefreshed, &l.ProxyUsed, &l.UserAgent, &req, &resp, &l.TraceID, &l.SpanID)
-		if req.Valid {
-			l.RequestPayload = []byte(req.String)
+	err = s.read(ctx, func(q db.Querier) error {
+		rows, err := q.Query(ctx, sql, args...)
+		if err != nil {
+			return err
 		}
-		if resp.Valid {
-			l.ResponseSummary = []byte(resp.String)
-		}
-		return l, err
+		out, err = pgx.CollectRows(rows, scanLog)
+		return err
 	})
+	return out, err
+}
+
+func scanLog(row pgx.CollectableRow) (LogRow, error) {
+	var l LogRow
+	var req, resp pgtype.Text
+	err := row.Scan(&l.ID, &l.CreateTime, &l.UserID, &l.PlatformAccountID, &l.OperationType, &l.ResourceID,
+		&l.Outcome, &l.ErrorCode, &l.ErrorType, &l.ErrorMessage, &l.ExecutionTimeMs, &l.RetryCount,
+		&l.AuthTypeDetected, &l.SessionRefreshed, &l.ProxyUsed, &l.UserAgent, &req, &resp, &l.TraceID, &l.SpanID)
+	if req.Valid {
+		l.RequestPayload = []byte(req.String)
+	}
+	if resp.Valid {
+		l.ResponseSummary = []byte(resp.String)
+	}
+	return l, err
 }
 
 // Window is a span of whole hours, [Since, Until).
@@ -176,12 +183,22 @@ WHERE ((bucket_start >= $1 AND bucket_start < $3) OR (bucket_start >= $4 AND buc
 
 // OperationStats sums the roll-ups over w per operation type, outcome and
 // error type.
-func (s *Store) OperationStats(ctx context.Context, w Window, operationType int16) ([]OpStats, error) {
+func (s *Store) OperationStats(ctx context.Context, w Window, operationType int16) (out []OpStats, err error) {
 	dayFrom, dayTo := w.split()
-	rows, err := s.pool.Query(ctx, operationStats, w.Since, w.Until, dayFrom, dayTo, operationType)
-	if err != nil {
-		return nil, err
-	}
+	err = s.read(ctx, func(q db.Querier) error {
+		rows, err := q.Query(ctx, operationStats, w.Since, w.Until, dayFrom, dayTo, operationType)
+		if err != nil {
+			return err
+		}
+		out, err = sumOpStats(rows)
+		return err
+	})
+	return out, err
+}
+
+// sumOpStats sums the roll-ups' rows per operation type, outcome and
+// error type, in the order they first appear.
+func sumOpStats(rows pgx.Rows) ([]OpStats, error) {
 	type key struct {
 		op, outcome int16
 		errorType   string
@@ -189,7 +206,7 @@ func (s *Store) OperationStats(ctx context.Context, w Window, operationType int1
 	sums := map[key]*OpStats{}
 	var order []key
 	var r OpStats
-	_, err = pgx.ForEachRow(rows, []any{&r.OperationType, &r.Outcome, &r.ErrorType, &r.Total, &r.ExecutionCount, &r.ExecutionSum, &r.Histogram}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&r.OperationType, &r.Outcome, &r.ErrorType, &r.Total, &r.ExecutionCount, &r.ExecutionSum, &r.Histogram}, func() error {
 		k := key{r.OperationType, r.Outcome, r.ErrorType}
 		acc := sums[k]
 		if acc == nil {
@@ -232,13 +249,17 @@ FROM (
 GROUP BY proxy_used, outcome`
 
 // ProxyStatsOf sums the proxy roll-ups over w per proxy and outcome.
-func (s *Store) ProxyStatsOf(ctx context.Context, w Window) ([]ProxyStats, error) {
+func (s *Store) ProxyStatsOf(ctx context.Context, w Window) (out []ProxyStats, err error) {
 	dayFrom, dayTo := w.split()
-	rows, err := s.pool.Query(ctx, proxyStats, w.Since, w.Until, dayFrom, dayTo)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[ProxyStats])
+	err = s.read(ctx, func(q db.Querier) error {
+		rows, err := q.Query(ctx, proxyStats, w.Since, w.Until, dayFrom, dayTo)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[ProxyStats])
+		return err
+	})
+	return out, err
 }
 
 // SeriesPoint is one operation type in one bucket.
@@ -272,15 +293,19 @@ func (s *Store) FailureSeries(ctx context.Context, w Window, daily bool, operati
 	if daily {
 		sql = failureSeriesDaily
 	}
-	rows, err := s.pool.Query(ctx, sql, w.Since, w.Until, operationType)
-	if err != nil {
-		return nil, err
-	}
 	var out []SeriesPoint
-	var p SeriesPoint
-	_, err = pgx.ForEachRow(rows, []any{&p.BucketStart, &p.OperationType, &p.Total, &p.Failed}, func() error {
-		out = append(out, p)
-		return nil
+	err := s.read(ctx, func(q db.Querier) error {
+		out = nil // a read the replica failed runs again on the primary
+		rows, err := q.Query(ctx, sql, w.Since, w.Until, operationType)
+		if err != nil {
+			return err
+		}
+		var p SeriesPoint
+		_, err = pgx.ForEachRow(rows, []any{&p.BucketStart, &p.OperationType, &p.Total, &p.Failed}, func() error {
+			out = append(out, p)
+			return nil
+		})
+		return err
 	})
 	return out, err
 }
@@ -291,8 +316,19 @@ func (s *Store) FailureSeries(ctx context.Context, w Window, daily bool, operati
 // table (only in cold storage, dropped, or between detach and attach).
 // Months the life cycle never touched are not missing: their rows, if
 // any, are hot.
-func (s *Store) MissingMonths(ctx context.Context, since, until time.Time, includeArchived bool) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `
+func (s *Store) MissingMonths(ctx context.Context, since, until time.Time, includeArchived bool) (out []string, err error) {
+	err = s.read(ctx, func(q db.Querier) error {
+		rows, err := q.Query(ctx, missingMonths, since, until, includeArchived)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	return out, err
+}
+
+const missingMonths = `
 SELECT to_char(m.month, 'YYYY-MM')
 FROM oplog.lifecycle_months m
 WHERE m.month < $2 AND m.month + interval '1 month' > $1
@@ -302,9 +338,4 @@ WHERE m.month < $2 AND m.month + interval '1 month' > $1
 			AND NOT i.inhdetachpending
 			AND (i.inhparent = 'oplog.operation_logs'::regclass
 				OR ($3 AND i.inhparent = 'oplog.operation_logs_archive'::regclass)))
-ORDER BY m.month`, since, until, includeArchived)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
-}
+ORDER BY m.month`

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pgerr"
 )
 
@@ -25,6 +26,18 @@ type Options struct {
 	// forwards (domain.IsRelayedLogin) into oplog.login_outbox, in the
 	// rows' transaction. On when OpLogService has a ProfileAddr.
 	LoginOutbox bool
+	// Reads serves the query RPCs' reads (ListLogs, the statistics and
+	// MissingMonths) from a read replica while it is fresh; nil: the pool
+	// serves them.
+	Reads *db.Reads
+}
+
+// read runs a query RPC's read through Options.Reads, or on the pool.
+func (s *Store) read(ctx context.Context, read func(db.Querier) error) error {
+	if s.opts.Reads == nil {
+		return read(s.pool)
+	}
+	return s.opts.Reads.Read(ctx, read)
 }
 
 // New returns a Store on pool.

@@ -14,6 +14,7 @@ import (
 	commonv1 "github.com/platforma/platforma/gen/platforma/common/v1"
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/profile/internal/profilesvc"
 	"github.com/platforma/platforma/services/profile/internal/store"
@@ -69,7 +70,7 @@ func BenchmarkRecordLoginResult(b *testing.B) {
 	gen := newAccounts()
 	b.Run("grpc", func(b *testing.B) {
 		pool := apptest.BenchPool(b)
-		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
+		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, db.Pools{Primary: pool}, testConfig) })
 		client := profilev1.NewProfileServiceClient(conn)
 		parallel(b, func(rng *rand.Rand) error {
 			_, err := client.RecordLoginResult(context.Background(), gen.request(rng))
@@ -77,7 +78,7 @@ func BenchmarkRecordLoginResult(b *testing.B) {
 		})
 	})
 	b.Run("pgx", func(b *testing.B) {
-		st := store.New(apptest.BenchPool(b))
+		st := store.New(apptest.BenchPool(b), nil)
 		parallel(b, func(rng *rand.Rand) error {
 			_, err := st.RecordLoginResults(context.Background(), []store.LoginResult{toResult(gen.request(rng))})
 			return err
@@ -96,7 +97,7 @@ func BenchmarkBatchRecordLoginResults500(b *testing.B) {
 	}
 	b.Run("grpc", func(b *testing.B) {
 		pool := apptest.BenchPool(b)
-		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
+		conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, db.Pools{Primary: pool}, testConfig) })
 		client := profilev1.NewProfileServiceClient(conn)
 		parallel(b, func(rng *rand.Rand) error {
 			_, err := client.BatchRecordLoginResults(context.Background(), &profilev1.BatchRecordLoginResultsRequest{Requests: batch(rng)})
@@ -105,7 +106,7 @@ func BenchmarkBatchRecordLoginResults500(b *testing.B) {
 		b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "outcomes/s")
 	})
 	b.Run("pgx", func(b *testing.B) {
-		st := store.New(apptest.BenchPool(b))
+		st := store.New(apptest.BenchPool(b), nil)
 		parallel(b, func(rng *rand.Rand) error {
 			reqs := batch(rng)
 			results := make([]store.LoginResult, len(reqs))
@@ -143,7 +144,7 @@ func BenchmarkGetProfile1M(b *testing.B) {
 	}
 	require.NoError(b, rows.Err())
 
-	conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
+	conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, db.Pools{Primary: pool}, testConfig) })
 	client := profilev1.NewProfileServiceClient(conn)
 	for _, bc := range []struct {
 		mode    string

@@ -31,7 +31,7 @@ func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
 	done := make(chan struct{})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go func() {
-		runJanitor(jctx, store.New(pool), cfg.eventRetention(), 20*time.Millisecond, time.Now, quiet)
+		runJanitor(jctx, store.New(pool, nil), cfg.eventRetention(), 20*time.Millisecond, time.Now, quiet)
 		close(done)
 	}()
 	count := func() (n int) {
@@ -53,7 +53,7 @@ func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
 
 	// Its age is by the janitor's clock: 40 days on, it goes too.
 	later, stopLater := context.WithCancel(ctx)
-	go runJanitor(later, store.New(pool), cfg.eventRetention(), time.Hour, func() time.Time { return time.Now().Add(40 * 24 * time.Hour) }, quiet)
+	go runJanitor(later, store.New(pool, nil), cfg.eventRetention(), time.Hour, func() time.Time { return time.Now().Add(40 * 24 * time.Hour) }, quiet)
 	require.Eventually(t, func() bool { return count() == 0 }, 10*time.Second, 20*time.Millisecond)
 	stopLater()
 }

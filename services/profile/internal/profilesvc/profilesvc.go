@@ -12,10 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	profilev1 "github.com/platforma/platforma/gen/platforma/profile/v1"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/server"
 	"github.com/platforma/platforma/services/profile/internal/domain"
@@ -87,9 +87,11 @@ func New(st *store.Store, cfg Config) *Server {
 }
 
 // Register plugs the service and its idempotency-record janitor into a
-// platforma server.
-func Register(r server.Registrar, pool *pgxpool.Pool, cfg Config) error {
-	st := store.New(pool)
+// platforma server. ListProfiles and GetStabilityDistribution read
+// through pools.Reads (a read replica, while fresh); GetProfile and the
+// writes use pools.Primary.
+func Register(r server.Registrar, pools db.Pools, cfg Config) error {
+	st := store.New(pools.Primary, pools.Reads)
 	s := New(st, cfg)
 	profilev1.RegisterProfileServiceServer(r.GRPC, s)
 	if err := r.Metrics.Register(s.logins); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/apierr"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/db"
 	"github.com/platforma/platforma/services/kit/pagetoken"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/kit/server"
@@ -38,7 +39,7 @@ var testConfig = profilesvc.Config{RefreshAfterFailures: 3, MaxEventAge: 35 * 24
 func newClient(t *testing.T) (profilev1.ProfileServiceClient, *pgxpool.Pool) {
 	t.Helper()
 	pool := pgtest.NewPool(t)
-	conn := apptest.Serve(t, pool, func(r server.Registrar) error { return profilesvc.Register(r, pool, testConfig) })
+	conn := apptest.Serve(t, pool, func(r server.Registrar) error { return profilesvc.Register(r, db.Pools{Primary: pool}, testConfig) })
 	return profilev1.NewProfileServiceClient(conn), pool
 }
 

@@ -19,11 +19,23 @@ import (
 
 // Store reads and writes the profile schema.
 type Store struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	reads *db.Reads
 }
 
-// New returns a Store on pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// New returns a Store on pool. reads, if not nil, serves the query RPCs'
+// reads (ListProfiles, GradeRanges, Distribution) from a read replica
+// while it is fresh; GetProfile and the writes always use pool: a worker
+// reads its own profile right after recording a login.
+func New(pool *pgxpool.Pool, reads *db.Reads) *Store { return &Store{pool: pool, reads: reads} }
+
+// read runs a query RPC's read through reads, or on the pool.
+func (s *Store) read(ctx context.Context, read func(db.Querier) error) error {
+	if s.reads == nil {
+		return read(s.pool)
+	}
+	return s.reads.Read(ctx, read)
+}
 
 // Account identifies a profile by its natural key.
 type Account struct {
@@ -280,12 +292,16 @@ ORDER BY session_stability_score, id
 LIMIT $5`
 
 // ListProfiles returns up to q.Limit profiles.
-func (s *Store) ListProfiles(ctx context.Context, q ListQuery) ([]Profile, error) {
-	rows, err := s.pool.Query(ctx, listProfiles, q.AfterHundredths, [16]byte(q.AfterID), q.BelowHundredths, q.AuthType, q.Limit, q.Grade)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Profile, error) { return scanProfile(r) })
+func (s *Store) ListProfiles(ctx context.Context, q ListQuery) (out []Profile, err error) {
+	err = s.read(ctx, func(conn db.Querier) error {
+		rows, err := conn.Query(ctx, listProfiles, q.AfterHundredths, [16]byte(q.AfterID), q.BelowHundredths, q.AuthType, q.Limit, q.Grade)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Profile, error) { return scanProfile(r) })
+		return err
+	})
+	return out, err
 }
 
 // GradeRange is a grade's score range in hundredths: [Low, High).
@@ -295,18 +311,21 @@ type GradeRange struct{ Low, High int64 }
 // included, from profile.grade_floor and grade_ceiling
 // (rule:grade-thresholds): Go keeps no thresholds of its own.
 func (s *Store) GradeRanges(ctx context.Context) (map[int16]GradeRange, error) {
-	rows, err := s.pool.Query(ctx, `
+	out := map[int16]GradeRange{}
+	err := s.read(ctx, func(q db.Querier) error {
+		rows, err := q.Query(ctx, `
 SELECT g::smallint, (profile.grade_floor(g) * 100)::bigint, (profile.grade_ceiling(g) * 100)::bigint
 FROM generate_series(0, 3) g`)
-	if err != nil {
-		return nil, err
-	}
-	out := map[int16]GradeRange{}
-	var grade int16
-	var r GradeRange
-	_, err = pgx.ForEachRow(rows, []any{&grade, &r.Low, &r.High}, func() error {
-		out[grade] = r
-		return nil
+		if err != nil {
+			return err
+		}
+		var grade int16
+		var r GradeRange
+		_, err = pgx.ForEachRow(rows, []any{&grade, &r.Low, &r.High}, func() error {
+			out[grade] = r
+			return nil
+		})
+		return err
 	})
 	return out, err
 }
@@ -323,14 +342,18 @@ type GradeAuthCount struct {
 // Distribution counts all profiles by grade and auth type: one pass over
 // the table, which is what operators' dashboards ask for every few
 // minutes, not per request of a worker.
-func (s *Store) Distribution(ctx context.Context) ([]GradeAuthCount, error) {
-	rows, err := s.pool.Query(ctx, `
+func (s *Store) Distribution(ctx context.Context) (out []GradeAuthCount, err error) {
+	err = s.read(ctx, func(q db.Querier) error {
+		rows, err := q.Query(ctx, `
 SELECT grade, auth_type, count(*), coalesce(sum(session_stability_score * 100), 0)::bigint
 FROM profile.profiles GROUP BY grade, auth_type`)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[GradeAuthCount])
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[GradeAuthCount])
+		return err
+	})
+	return out, err
 }
 
 // purgeEvents deletes one batch of idempotency records older than the

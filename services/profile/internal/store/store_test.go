@@ -171,7 +171,7 @@ func TestGradeBoundaries(t *testing.T) {
 
 func TestGradeRangesComeFromTheDatabase(t *testing.T) {
 	t.Parallel()
-	ranges, err := New(pgtest.NewPool(t)).GradeRanges(context.Background())
+	ranges, err := New(pgtest.NewPool(t), nil).GradeRanges(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, map[int16]GradeRange{
 		0:             {0, 100000},
@@ -318,7 +318,7 @@ func TestBatchOfAThousandIsOneRoundTrip(t *testing.T) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	defer pool.Close()
-	st := New(pool)
+	st := New(pool, nil)
 
 	results := make([]LoginResult, 1000)
 	for i := range results {
@@ -353,7 +353,7 @@ func TestPurgeEventsDeletesOnlyExpiredAndTakesTurns(t *testing.T) {
 		SELECT gen_random_uuid(), gen_random_uuid(), 'a', now() - make_interval(days => g)
 		FROM generate_series(1, 50) g`)
 	require.NoError(t, err)
-	st := New(pool)
+	st := New(pool, nil)
 
 	// Another replica is purging: this one leaves it alone.
 	holder, err := pool.Acquire(ctx)
