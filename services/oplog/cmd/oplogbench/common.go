@@ -40,6 +40,10 @@ import (
 var ownCluster bool
 
 // database returns an admin DSN: DATABASE_URL, or a throwaway cluster.
+// benchCluster is the throwaway cluster database started (nil with
+// DATABASE_URL).
+var benchCluster *pgcluster.Cluster
+
 func database(ctx context.Context) (string, func(), error) {
 	if url := os.Getenv("DATABASE_URL"); url != "" {
 		return url, func() {}, nil
@@ -62,6 +66,7 @@ func database(ctx context.Context) (string, func(), error) {
 		_ = os.RemoveAll(dir)
 		return "", nil, err
 	}
+	benchCluster = c
 	return c.TCPURL(pgcluster.Superuser, "postgres"), func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/migrate"
+	"github.com/platforma/platforma/services/kit/pgcluster"
 	"github.com/platforma/platforma/services/oplog/internal/store"
 )
 
@@ -20,7 +23,10 @@ import (
 // heap and indexes, ingest while the month is archived and exported
 // against ingest without (before and after, in the same run), and the
 // drop; then a storage table for a year at 10,000 logs/s.
-func runLifecycle(serverBin string, rows, clients int, d time.Duration) error {
+func runLifecycle(serverBin string, rows, clients int, d time.Duration, exportFrom string) error {
+	if exportFrom != "primary" && exportFrom != "replica" {
+		return fmt.Errorf("-export-from %q: want primary or replica", exportFrom)
+	}
 	ctx := context.Background()
 	adminDSN, stopDB, err := database(ctx)
 	if err != nil {
@@ -69,6 +75,42 @@ func runLifecycle(serverBin string, rows, clients int, d time.Duration) error {
 	}
 	defer os.RemoveAll(coldDir)
 	lifecycleEnv := []string{"LIFECYCLE_DATABASE_URL=" + ownerDSN, "LIFECYCLE_STORE=" + coldDir, "LOG_LEVEL=warn"}
+	if exportFrom == "replica" {
+		// A streaming standby on the same machine: the export's reads go
+		// through its buffer cache, not the primary's; its replay of the
+		// ingest load runs in every window alike.
+		if benchCluster == nil {
+			return errors.New("-export-from replica needs the benchmark's own cluster (unset DATABASE_URL)")
+		}
+		dir, err := os.MkdirTemp("", "oplogbench-standby-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		_ = os.Chmod(dir, 0o755) // the postgres OS user's, when we are root
+		standby, err := benchCluster.NewStandby(ctx, pgcluster.Options{
+			DataDir:  dir + "/data",
+			Settings: map[string]string{"max_connections": "200", "shared_buffers": "256MB"},
+		})
+		if err == nil {
+			err = standby.Start(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("standby: %w", err)
+		}
+		defer func() {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = standby.Stop(stopCtx)
+		}()
+		u, err := url.Parse(ownerDSN)
+		if err != nil {
+			return err
+		}
+		u.Host = fmt.Sprintf("127.0.0.1:%d", standby.Port())
+		lifecycleEnv = append(lifecycleEnv, "LIFECYCLE_READ_DATABASE_URL="+u.String())
+		fmt.Printf("the export reads from a streaming standby on port %d\n\n", standby.Port())
+	}
 
 	sec := benchCredentials().secured
 	srv, err := startServer(serverBin, dsn, sec, "LOG_LEVEL=error")

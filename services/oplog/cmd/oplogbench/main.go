@@ -46,6 +46,7 @@ func main() {
 	rate := fs.Int("rate", 6000, "steady: entries/s of all clients together")
 	rows := fs.Int("rows", 10_000_000, "queries: rows to load over three months; lifecycle: rows of the month")
 	rounds := fs.Int("rounds", 3, "indexes: rounds per variant (the median is reported)")
+	exportFrom := fs.String("export-from", "primary", "lifecycle: where the export reads the month: primary, or replica (a streaming standby the benchmark starts)")
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's CPU profile here")
 	_ = fs.Parse(args)
 	if *cpuProfile != "" {
@@ -69,7 +70,7 @@ func main() {
 	case "queries":
 		err = runQueries(*serverBin, *rows)
 	case "lifecycle":
-		err = runLifecycle(*serverBin, *rows, *clients, *duration)
+		err = runLifecycle(*serverBin, *rows, *clients, *duration, *exportFrom)
 	case "replicas":
 		err = runReplicas(*serverBin, *clients, *duration)
 	default:

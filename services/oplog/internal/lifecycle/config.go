@@ -47,6 +47,15 @@ type Config struct {
 	// ExportRate caps the rows per second an export reads, so that it
 	// leaves CPU to ingest on a shared host; 0: no cap.
 	ExportRate int
+	// ReadDatabaseURL, if set, is a streaming replica (as the schema's
+	// owner) that exports and digests read a month's rows from, once it
+	// has replayed everything the primary had written when the read
+	// starts: reading a month passes every page of it through the
+	// buffer cache, which on the primary evicts what ingest is writing.
+	ReadDatabaseURL string
+	// ReplicaWait bounds how long a read waits for the replica to catch
+	// up before it reads from the primary instead; 0: a minute.
+	ReplicaWait time.Duration
 }
 
 // Defaults: 90 days hot, two years kept, five years of statistics.
@@ -67,6 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.DropWithoutExport, "lifecycle-drop-without-export", false, "drop months past the retention even without a verified export (each is logged as a warning)")
 	fs.StringVar(&c.RunAt, "lifecycle-run-at", "03:30", "time of day (UTC, HH:MM) of `serve`'s daily run")
 	fs.IntVar(&c.ExportRate, "lifecycle-export-rate", 0, "rows per second an export reads at most, to leave CPU to ingest (0: no cap)")
+	fs.StringVar(&c.ReadDatabaseURL, "lifecycle-read-database-url", "", "DSN of a streaming replica, as the schema's owner, that exports read months from, away from ingest's buffer cache (empty: the primary)")
 }
 
 // Validate checks the policy against backfill, the oldest create_time
@@ -87,6 +97,7 @@ func (c Config) Validate(backfill time.Duration) error {
 	check(err == nil, "LIFECYCLE_RUN_AT (-lifecycle-run-at) must be HH:MM, got %q", c.RunAt)
 	check(c.ExportRate >= 0, "LIFECYCLE_EXPORT_RATE (-lifecycle-export-rate) must not be negative")
 	check(c.DatabaseURL == "" || c.Store != "", "LIFECYCLE_STORE (-lifecycle-store) is required with LIFECYCLE_DATABASE_URL")
+	check(c.ReadDatabaseURL == "" || c.DatabaseURL != "", "LIFECYCLE_READ_DATABASE_URL (-lifecycle-read-database-url) needs LIFECYCLE_DATABASE_URL")
 	return errors.Join(errs...)
 }
 

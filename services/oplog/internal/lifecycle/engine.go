@@ -19,11 +19,14 @@ import (
 
 // Engine runs the life cycle on one connection of the schema's owner.
 type Engine struct {
-	st     *store.Lifecycle
-	bucket *blob.Bucket
-	cfg    Config
-	now    func() time.Time
-	log    *slog.Logger
+	st *store.Lifecycle
+	// replica, if set, is a streaming replica's connection that months
+	// are read from (streamRows).
+	replica *store.Lifecycle
+	bucket  *blob.Bucket
+	cfg     Config
+	now     func() time.Time
+	log     *slog.Logger
 	// Progress, if set, hears of long steps as they go.
 	Progress func(Progress)
 	// Metrics, if set, counts what the engine does.
@@ -53,6 +56,11 @@ func (p Progress) ETA() time.Duration {
 func NewEngine(conn *pgx.Conn, bucket *blob.Bucket, cfg Config, now func() time.Time, log *slog.Logger) *Engine {
 	return &Engine{st: store.NewLifecycle(conn), bucket: bucket, cfg: cfg, now: now, log: log}
 }
+
+// ReadFrom makes the engine read months (exports, digests) from replica,
+// a connection to a streaming replica of the primary, whenever it has
+// caught up (see Config.ReadDatabaseURL).
+func (e *Engine) ReadFrom(replica *pgx.Conn) { e.replica = store.NewLifecycle(replica) }
 
 // Step is one planned or taken step.
 type Step struct {
@@ -329,9 +337,91 @@ func (e *Engine) partitionOf(ctx context.Context, month time.Time) (*store.Month
 
 // pgDigest digests a month's rows as they are in Postgres.
 func (e *Engine) pgDigest(ctx context.Context, name string, month time.Time) (*coldstore.Digest, error) {
-	d := coldstore.NewDigest()
-	err := e.st.StreamRows(ctx, name, month, func(r *coldstore.Row) error { d.Add(r); return nil })
+	var d *coldstore.Digest
+	err := e.streamRows(ctx, name, month, func() func(*coldstore.Row) error {
+		d = coldstore.NewDigest()
+		return func(r *coldstore.Row) error { d.Add(r); return nil }
+	})
 	return d, err
+}
+
+// streamRows streams a month's rows (store.StreamRows) into the function
+// start returns: from the replica when there is one that has caught up
+// with the primary, else from the primary. A read the replica fails for
+// a reason of its own (a conflict with recovery cancels long queries, a
+// restart) starts again, from the primary, with a fresh function.
+func (e *Engine) streamRows(ctx context.Context, name string, month time.Time, start func() func(*coldstore.Row) error) error {
+	if e.replica != nil {
+		if e.replicaReady(ctx, name) {
+			e.log.InfoContext(ctx, "lifecycle: reading the month from the read replica", "month", month.Format("2006-01"))
+			err := e.replica.StreamRows(ctx, name, month, start())
+			if err == nil || ctx.Err() != nil || errors.Is(err, errRowSink) {
+				return err
+			}
+			e.log.WarnContext(ctx, "lifecycle: reading from the replica failed; reading from the primary", "month", month.Format("2006-01"), "error", err)
+		}
+	}
+	return e.st.StreamRows(ctx, name, month, start())
+}
+
+// errRowSink marks errors of the function rows are streamed into (the
+// exporter's), which reading from elsewhere would not cure.
+var errRowSink = errors.New("lifecycle: row sink")
+
+// replicaReady waits until the replica has replayed all the primary had
+// written when it was asked (the months the life cycle reads no longer
+// change, so the replica then holds exactly the primary's rows), at most
+// cfg.ReplicaWait; and checks that it is a replica of this database: a
+// DSN pointing elsewhere must never supply the rows an export, and so a
+// drop, is verified against.
+func (e *Engine) replicaReady(ctx context.Context, partition string) bool {
+	lsn, err := e.st.CurrentLSN(ctx)
+	if err != nil {
+		e.log.WarnContext(ctx, "lifecycle: reading the primary's WAL position failed; reading from the primary", "error", err)
+		return false
+	}
+	if !e.waitReplay(ctx, lsn) {
+		return false
+	}
+	want, err := e.st.Identity(ctx, partition)
+	if err != nil {
+		e.log.WarnContext(ctx, "lifecycle: reading the partition's identity failed; reading from the primary", "error", err)
+		return false
+	}
+	if got, err := e.replica.Identity(ctx, partition); err != nil || got != want {
+		e.log.ErrorContext(ctx, "lifecycle: LIFECYCLE_READ_DATABASE_URL is not a replica of this database; reading from the primary",
+			"partition", partition, "primary", want, "replica", got, "error", err)
+		return false
+	}
+	return true
+}
+
+// waitReplay waits until the replica has replayed the WAL up to lsn, at
+// most cfg.ReplicaWait.
+func (e *Engine) waitReplay(ctx context.Context, lsn string) bool {
+	wait := e.cfg.ReplicaWait
+	if wait <= 0 {
+		wait = time.Minute
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		ok, err := e.replica.ReplayedPast(ctx, lsn)
+		switch {
+		case err != nil:
+			e.log.WarnContext(ctx, "lifecycle: read replica unusable; reading from the primary", "error", err)
+			return false
+		case ok:
+			return true
+		case time.Now().After(deadline):
+			e.log.WarnContext(ctx, "lifecycle: read replica still behind; reading from the primary", "waited", wait.String(), "lsn", lsn)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // ExportMonth writes a month, hot or archived, to cold storage, reads the
@@ -375,11 +465,30 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 	}
 	// The Exporter digests the rows it is given, as they come out of
 	// Postgres: the manifest's digest is the rows' in Postgres.
-	write := exp.Write
-	if e.cfg.ExportRate > 0 {
-		write = throttled(ctx, e.cfg.ExportRate, exp.Write)
-	}
-	if err := e.st.StreamRows(ctx, p.Name, p.Month, write); err != nil {
+	reads := 0
+	err = e.streamRows(ctx, p.Name, p.Month, func() func(*coldstore.Row) error {
+		if reads++; reads > 1 {
+			// A read from the replica failed half-way: start over.
+			exp.Abort()
+			exportID = uuid.Must(uuid.NewV7()).String()
+			if exp, err = coldstore.NewExporter(ctx, e.bucket, month, exportID, coldstore.ExportOptions{
+				Progress: func(rows, bytes int64) { e.report(month, Export, rows, expected, bytes, start, false) },
+			}); err != nil {
+				return func(*coldstore.Row) error { return fmt.Errorf("%w: %w", errRowSink, err) }
+			}
+		}
+		write := exp.Write
+		if e.cfg.ExportRate > 0 {
+			write = throttled(ctx, e.cfg.ExportRate, exp.Write)
+		}
+		return func(r *coldstore.Row) error {
+			if err := write(r); err != nil {
+				return fmt.Errorf("%w: %w", errRowSink, err)
+			}
+			return nil
+		}
+	})
+	if err != nil {
 		exp.Abort()
 		return coldstore.Manifest{}, fmt.Errorf("export: %w", err)
 	}

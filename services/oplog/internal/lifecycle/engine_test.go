@@ -538,3 +538,61 @@ func TestRunOnceRunsLogsAndCounts(t *testing.T) {
 	lifecycle.RunOnce(ctx, cfg, metrics, clock, log)
 	assert.Contains(t, logs.String(), "another replica is running it")
 }
+
+// An export reads its month from a streaming replica once the replica has
+// replayed all the primary had written; from the primary when the replica
+// is behind past the wait, or is no replica of this database. The export
+// is the same either way.
+func TestExportReadsFromACaughtUpReplica(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	standby := pgtest.StartStandby(t)
+	m := month(2026, 3)
+	e.fill(t, m, m, 500)
+	e.cfg.ReplicaWait = time.Second
+
+	export := func(t *testing.T, replicaDSN string) string {
+		t.Helper()
+		primary, err := pgx.Connect(ctx, e.dsn)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = primary.Close(ctx) })
+		replica, err := pgx.Connect(ctx, replicaDSN)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = replica.Close(ctx) })
+		logs := &apptest.SyncBuffer{}
+		eng := lifecycle.NewEngine(primary, e.bucket, e.cfg, func() time.Time { return now }, slog.New(slog.NewTextHandler(logs, nil)))
+		eng.ReadFrom(replica)
+		man, err := eng.ExportMonth(ctx, m)
+		require.NoError(t, err)
+		assert.Equal(t, int64(500), man.Rows)
+		return logs.String()
+	}
+
+	t.Run("caught up", func(t *testing.T) {
+		log := export(t, pgtest.OnStandby(e.dsn, standby))
+		assert.Contains(t, log, "reading the month from the read replica")
+		assert.NotContains(t, log, "reading from the primary")
+	})
+	t.Run("not a replica of this database", func(t *testing.T) {
+		other := newEnv(t)
+		other.fill(t, m, m, 500) // the same partition name, other rows
+		log := export(t, other.dsn)
+		assert.Contains(t, log, "is not a replica of this database")
+		assert.NotContains(t, log, "reading the month from the read replica")
+	})
+	t.Run("behind", func(t *testing.T) {
+		admin, err := pgx.Connect(ctx, pgtest.OnStandby(e.dsn, standby))
+		require.NoError(t, err)
+		defer admin.Close(ctx)
+		_, err = admin.Exec(ctx, `SELECT pg_wal_replay_pause()`)
+		require.NoError(t, err)
+		defer func() { _, _ = admin.Exec(ctx, `SELECT pg_wal_replay_resume()`) }()
+		// Something for the replica to be behind on.
+		_, err = e.pool.Exec(ctx, `CREATE TABLE oplog.replica_lag_marker (id int)`)
+		require.NoError(t, err)
+		log := export(t, pgtest.OnStandby(e.dsn, standby))
+		assert.Contains(t, log, "read replica still behind; reading from the primary")
+		assert.NotContains(t, log, "reading the month from the read replica")
+	})
+}

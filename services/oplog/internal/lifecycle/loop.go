@@ -19,9 +19,45 @@ const ApplicationName = "oplog lifecycle"
 // Open connects to the schema owner's database and opens the cold
 // storage; close releases both.
 func Open(ctx context.Context, cfg Config, now func() time.Time, log *slog.Logger) (e *Engine, close func(), err error) {
-	pcfg, err := pgx.ParseConfig(cfg.DatabaseURL)
+	conn, err := connect(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("LIFECYCLE_DATABASE_URL: %w", err)
+	}
+	var replica *pgx.Conn
+	if cfg.ReadDatabaseURL != "" {
+		if replica, err = connect(ctx, cfg.ReadDatabaseURL); err != nil {
+			// The primary can do the reads: a replica that is down
+			// slows ingest during exports, it stops nothing.
+			log.WarnContext(ctx, "lifecycle: read replica unreachable; reading months from the primary", "error", err)
+			replica = nil
+		}
+	}
+	bucket, err := coldstore.OpenBucket(ctx, cfg.Store)
+	if err != nil {
+		_ = conn.Close(ctx)
+		if replica != nil {
+			_ = replica.Close(ctx)
+		}
+		return nil, nil, fmt.Errorf("LIFECYCLE_STORE: %w", err)
+	}
+	e = NewEngine(conn, bucket, cfg, now, log)
+	if replica != nil {
+		e.ReadFrom(replica)
+	}
+	return e, func() {
+		_ = bucket.Close()
+		_ = conn.Close(context.Background())
+		if replica != nil {
+			_ = replica.Close(context.Background())
+		}
+	}, nil
+}
+
+// connect opens one connection of the life cycle.
+func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	pcfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
 	}
 	// Operators (and pg_stat_activity) see which session is the life
 	// cycle, unless the DSN names it itself (say, after its replica).
@@ -33,19 +69,7 @@ func Open(ctx context.Context, cfg Config, now func() time.Time, log *slog.Logge
 	if _, set := pcfg.RuntimeParams["work_mem"]; !set {
 		pcfg.RuntimeParams["work_mem"] = "256MB"
 	}
-	conn, err := pgx.ConnectConfig(ctx, pcfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("LIFECYCLE_DATABASE_URL: %w", err)
-	}
-	bucket, err := coldstore.OpenBucket(ctx, cfg.Store)
-	if err != nil {
-		_ = conn.Close(ctx)
-		return nil, nil, fmt.Errorf("LIFECYCLE_STORE: %w", err)
-	}
-	return NewEngine(conn, bucket, cfg, now, log), func() {
-		_ = bucket.Close()
-		_ = conn.Close(context.Background())
-	}, nil
+	return pgx.ConnectConfig(ctx, pcfg)
 }
 
 // Loop runs the life cycle every day at cfg.RunAt until ctx ends, as one

@@ -195,6 +195,32 @@ func (l *Lifecycle) DropPartition(ctx context.Context, name string) error {
 	return err
 }
 
+// CurrentLSN is the primary's WAL write position now.
+func (l *Lifecycle) CurrentLSN(ctx context.Context) (string, error) {
+	var lsn string
+	err := l.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn)
+	return lsn, err
+}
+
+// ReplayedPast reports whether this connection's server, a streaming
+// replica, has replayed the WAL up to lsn (a primary always has).
+func (l *Lifecycle) ReplayedPast(ctx context.Context, lsn string) (bool, error) {
+	var ok bool
+	err := l.conn.QueryRow(ctx, `SELECT NOT pg_is_in_recovery() OR coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, lsn).Scan(&ok)
+	return ok, err
+}
+
+// Identity names a partition's storage: its oid and file node. On a
+// physical replica of this database they are the same; anywhere else
+// they differ.
+func (l *Lifecycle) Identity(ctx context.Context, name string) (string, error) {
+	var id string
+	err := l.conn.QueryRow(ctx, `SELECT c.oid::text || '/' || pg_relation_filenode(c.oid)::text || '/' || d.oid::text
+		FROM pg_class c, pg_database d WHERE c.oid = to_regclass($1) AND d.datname = current_database()`,
+		"oplog."+pgx.Identifier{name}.Sanitize()).Scan(&id)
+	return id, err
+}
+
 // exportColumns are every column of oplog.operation_logs, in
 // coldstore.Row's order; payloads as the text Postgres renders.
 const exportColumns = `id, create_time, user_id, platform_account_id, operation_type, resource_id, outcome,
