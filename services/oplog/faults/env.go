@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/platforma/platforma/migrations"
+	"github.com/platforma/platforma/services/kit/hacluster"
 	"github.com/platforma/platforma/services/kit/migrate"
 	"github.com/platforma/platforma/services/kit/pgcluster"
 )
@@ -46,11 +47,16 @@ const database = "faults"
 // database and, per service, an owner and a runtime role (as `make run`
 // sets them up: migrate.Bootstrap), both schemas migrated by the binaries'
 // own `migrate` as the owners; the services serve as the runtime roles.
+//
+// An Env made by newHAEnv has HA (a Patroni cluster, ha_test.go) instead
+// of PG: its URLs and the suite's own connections go to whichever node
+// leads, through the multi-host URL.
 type Env struct {
 	t   *testing.T
 	dir string
 	bin string
 	PG  *pgcluster.Cluster
+	HA  *hacluster.Cluster
 }
 
 // newEnv starts a cluster and migrates a fresh database for t.
@@ -95,8 +101,16 @@ func newEnv(t *testing.T) *Env {
 		_ = os.RemoveAll(dir)
 	})
 
+	e.prepare(ctx)
+	return e
+}
+
+// prepare creates the scenario's database, its roles (migrate.Bootstrap)
+// and migrates both schemas with the binaries' own `migrate`.
+func (e *Env) prepare(ctx context.Context) {
+	t, bin := e.t, e.bin
 	e.exec(ctx, "postgres", "CREATE DATABASE "+database)
-	admin, err := pgx.Connect(ctx, e.PG.DSN(database))
+	admin, err := pgx.Connect(ctx, e.superDSN(database))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +126,25 @@ func newEnv(t *testing.T) *Env {
 			t.Fatalf("%s migrate: %v\n%s", set.Schema, err, out)
 		}
 	}
-	return e
+}
+
+// superDSN connects to dbname as the superuser: the cluster's, or the HA
+// cluster's leader's.
+func (e *Env) superDSN(dbname string) string {
+	if e.HA != nil {
+		return e.HA.URL(hacluster.Superuser, dbname)
+	}
+	return e.PG.DSN(dbname)
 }
 
 // URL is the database's URL as role, over TCP (the cluster trusts local
 // connections): "oplog" and "profile" are the services' runtime roles.
-func (e *Env) URL(role string) string { return e.PG.TCPURL(role, database) }
+func (e *Env) URL(role string) string {
+	if e.HA != nil {
+		return e.HA.URL(role, database)
+	}
+	return e.PG.TCPURL(role, database)
+}
 
 // Oplog prepares `oplog serve` on this database; env adds settings.
 func (e *Env) Oplog(env ...string) *Proc { return e.serve("oplog", "oplog", e.URL("oplog"), env...) }
@@ -149,7 +176,7 @@ func (e *Env) serve(service, name, dsn string, env ...string) *Proc {
 // an error.
 func (e *Env) exec(ctx context.Context, dbname, sql string, args ...any) {
 	e.t.Helper()
-	conn, err := pgx.Connect(ctx, e.PG.DSN(dbname))
+	conn, err := pgx.Connect(ctx, e.superDSN(dbname))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -164,7 +191,7 @@ func (e *Env) exec(ctx context.Context, dbname, sql string, args ...any) {
 func (e *Env) conn(ctx context.Context) (*pgx.Conn, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		conn, err := pgx.Connect(ctx, e.PG.DSN(database))
+		conn, err := pgx.Connect(ctx, e.superDSN(database))
 		if err == nil {
 			return conn, nil
 		}
