@@ -8,7 +8,9 @@
 // lost in transit, the database down under load, ProfileService down while
 // the login outbox fills, OpLogService killed between a relay delivery and
 // its delete, the database down for a minute under SDK clients with a disk
-// spool, a worker with a spool killed with -9 — then checks, entry by entry, what the README promises:
+// spool, a worker with a spool killed with -9, replicas of both services
+// with one of each killed, the op log on a cluster of its own, and (with
+// Patroni, `make test-ha`) the database's leader killed — then checks, entry by entry, what the README promises:
 // nothing acknowledged is missing, nothing is stored twice, the SDK's
 // counters account for every entry, memory stays bounded, and every stored
 // login is counted once in its profile.
