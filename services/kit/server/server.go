@@ -352,7 +352,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
 	if s.metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-		_ = s.lis.Close()
+		s.closeListeners()
 		return nil, fmt.Errorf("listen on %s for metrics: %w", cfg.MetricsAddr, err)
 	}
 	mux := http.NewServeMux()
@@ -363,8 +363,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		// where a busy replica spends its CPU (kubectl port-forward, ssh),
 		// never reachable from the network.
 		if s.pprofLis, err = net.Listen("tcp", cfg.PprofAddr); err != nil {
-			_ = s.lis.Close()
-			_ = s.metricsLis.Close()
+			s.closeListeners()
 			return nil, fmt.Errorf("listen on %s for pprof: %w", cfg.PprofAddr, err)
 		}
 		pmux := http.NewServeMux()
@@ -382,17 +381,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		}
 		// Health alone, so plaintext exposes nothing else; the same
 		// transport limits and receive timeouts as the main listener.
-		s.healthGRPC = grpc.NewServer(
-			grpc.MaxConcurrentStreams(limits.MaxConcurrentStreams),
-			grpc.MaxHeaderListSize(limits.MaxHeaderListSize),
-			grpc.MaxRecvMsgSize(4<<10),
-			grpc.ConnectionTimeout(limits.HandshakeTimeout),
-			grpc.KeepaliveParams(keepalive.ServerParameters{
-				MaxConnectionIdle: limits.MaxConnectionIdle,
-				Time:              limits.KeepaliveTime,
-				Timeout:           limits.KeepaliveTimeout,
-			}),
-		)
+		s.healthGRPC = grpc.NewServer(append(connectionLimits(limits), grpc.MaxRecvMsgSize(4<<10))...)
 		healthgrpc.RegisterHealthServer(guardRegistrar{srv: s.healthGRPC, g: s.guard}, healthService{Server: s.health, stopping: s.stopping})
 	}
 	return s, nil
@@ -489,7 +478,7 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheu
 	unary = append(unary, recovery.UnaryServerInterceptor(recoveryOpt))
 	stream = append(stream, recovery.StreamServerInterceptor(recoveryOpt))
 
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		// Traces for every call but health checks.
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
 		// Outermost first:
@@ -527,10 +516,16 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, panics prometheu
 		// (measured: ~10% more calls per second on small RPCs). Calls
 		// beyond the pool still get their own goroutine.
 		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+	}, connectionLimits(l)...)
+}
+
+// connectionLimits are what one connection may hold (see Limits), on every
+// listener that serves gRPC.
+func connectionLimits(l Limits) []grpc.ServerOption {
+	return []grpc.ServerOption{
 		// Workers keep connections open between bursts; allow their pings
 		// but not a ping flood.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// What one connection may hold (see Limits).
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(l.MaxHeaderListSize),
 		grpc.ConnectionTimeout(l.HandshakeTimeout),
