@@ -454,28 +454,24 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 		}
 	}
 
-	exportID := uuid.Must(uuid.NewV7()).String()
 	start := time.Now()
 	expected := e.st.EstimatedRows(ctx, p.Name) // for the time left; 0 when unknown
-	exp, err := coldstore.NewExporter(ctx, e.bucket, month, exportID, coldstore.ExportOptions{
-		Progress: func(rows, bytes int64) { e.report(month, Export, rows, expected, bytes, start, false) },
-	})
-	if err != nil {
-		return coldstore.Manifest{}, err
-	}
-	// The Exporter digests the rows it is given, as they come out of
+	// Each read of the month writes an export of its own: a read from the
+	// replica that failed half-way is started over, from the primary. The
+	// Exporter digests the rows it is given, as they come out of
 	// Postgres: the manifest's digest is the rows' in Postgres.
-	reads := 0
+	var exp *coldstore.Exporter
+	var openErr error
 	err = e.streamRows(ctx, p.Name, p.Month, func() func(*coldstore.Row) error {
-		if reads++; reads > 1 {
-			// A read from the replica failed half-way: start over.
+		if exp != nil {
 			exp.Abort()
-			exportID = uuid.Must(uuid.NewV7()).String()
-			if exp, err = coldstore.NewExporter(ctx, e.bucket, month, exportID, coldstore.ExportOptions{
-				Progress: func(rows, bytes int64) { e.report(month, Export, rows, expected, bytes, start, false) },
-			}); err != nil {
-				return func(*coldstore.Row) error { return fmt.Errorf("%w: %w", errRowSink, err) }
-			}
+		}
+		exp, openErr = coldstore.NewExporter(ctx, e.bucket, month, uuid.Must(uuid.NewV7()).String(), coldstore.ExportOptions{
+			Progress: func(rows, bytes int64) { e.report(month, Export, rows, expected, bytes, start, false) },
+		})
+		if openErr != nil {
+			exp = nil
+			return func(*coldstore.Row) error { return fmt.Errorf("%w: %w", errRowSink, openErr) }
 		}
 		write := exp.Write
 		if e.cfg.ExportRate > 0 {
@@ -488,8 +484,13 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 			return nil
 		}
 	})
+	if err == nil {
+		err = openErr // a month without rows never called the sink
+	}
 	if err != nil {
-		exp.Abort()
+		if exp != nil {
+			exp.Abort()
+		}
 		return coldstore.Manifest{}, fmt.Errorf("export: %w", err)
 	}
 	m, err := exp.Close()
