@@ -24,6 +24,7 @@ import (
 
 	"github.com/platforma/platforma/migrations"
 	"github.com/platforma/platforma/services/kit/apptest"
+	"github.com/platforma/platforma/services/kit/migrate"
 	"github.com/platforma/platforma/services/kit/miniotest"
 	"github.com/platforma/platforma/services/kit/pgtest"
 	"github.com/platforma/platforma/services/oplog/internal/coldstore"
@@ -61,7 +62,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dsn := pgtest.NewDatabase(t)
+	return newEnvOn(t, pgtest.NewDatabase(t))
+}
+
+// newEnvOn is newEnv on a migrated database of the caller's.
+func newEnvOn(t *testing.T, dsn string) *env {
+	t.Helper()
 	pool, err := pgxpool.New(context.Background(), dsn)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
@@ -546,8 +552,16 @@ func TestRunOnceRunsLogsAndCounts(t *testing.T) {
 func TestExportReadsFromACaughtUpReplica(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t)
-	standby := pgtest.StartStandby(t)
+	// A primary of its own: a standby of the harness's cluster on this
+	// machine would replay the CREATE TABLESPACE of
+	// TestArchiveMovesToItsTablespace into the directory the primary
+	// already uses, and stop.
+	primary := pgtest.StartCluster(t)
+	dsn := primary.DSN("postgres")
+	_, err := migrate.Up(ctx, dsn, migrations.OpLog, nil)
+	require.NoError(t, err)
+	e := newEnvOn(t, dsn)
+	standby := pgtest.StartStandbyOf(t, primary)
 	m := month(2026, 3)
 	e.fill(t, m, m, 500)
 	e.cfg.ReplicaWait = time.Second
@@ -588,6 +602,12 @@ func TestExportReadsFromACaughtUpReplica(t *testing.T) {
 		_, err = admin.Exec(ctx, `SELECT pg_wal_replay_pause()`)
 		require.NoError(t, err)
 		defer func() { _, _ = admin.Exec(ctx, `SELECT pg_wal_replay_resume()`) }()
+		// The pause takes effect at the next record: wait for it, or the
+		// write below may still be replayed.
+		require.Eventually(t, func() bool {
+			var state string
+			return admin.QueryRow(ctx, `SELECT pg_get_wal_replay_pause_state()`).Scan(&state) == nil && state == "paused"
+		}, 10*time.Second, 10*time.Millisecond)
 		// Something for the replica to be behind on.
 		_, err = e.pool.Exec(ctx, `CREATE TABLE oplog.replica_lag_marker (id int)`)
 		require.NoError(t, err)
