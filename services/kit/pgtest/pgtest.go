@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/platforma/platforma/migrations"
@@ -286,6 +287,39 @@ func StartStandbyOf(t testing.TB, primary *pgcluster.Cluster) *pgcluster.Cluster
 func OnStandby(dsn string, standby *pgcluster.Cluster) string {
 	// In key=value form the last occurrence of a key wins.
 	return fmt.Sprintf("%s host=%s port=%d", dsn, standby.SocketDir(), standby.Port())
+}
+
+// StandbyConn is a connection (or pool) to a standby.
+type StandbyConn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// PauseReplay pauses WAL replay on the standby and returns once it has
+// paused: pg_wal_replay_pause() only asks, and replay stops at its next
+// record, so a write made on the primary right after the call could still
+// be replayed. Replay stays paused until pg_wal_replay_resume(), or until
+// the standby goes with its test (StartStandby).
+func PauseReplay(t testing.TB, standby StandbyConn) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := standby.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
+		t.Fatalf("pgtest: pause replay: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var state string
+		if err := standby.QueryRow(ctx, "SELECT pg_get_wal_replay_pause_state()").Scan(&state); err != nil {
+			t.Fatalf("pgtest: replay pause state: %v", err)
+		}
+		if state == "paused" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgtest: replay still %q 10s after the pause was asked for", state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // clusterDir makes a directory for a throwaway cluster that the postgres OS

@@ -85,8 +85,7 @@ func TestQueryRPCsReadFromTheReplicaWithinTheBound(t *testing.T) {
 
 	// Replay paused: a fresh write is not on the replica, and the loose
 	// service, whose bound it is within, does not see it.
-	_, err = sconn.Exec(ctx, "SELECT pg_wal_replay_pause()")
-	require.NoError(t, err)
+	pgtest.PauseReplay(t, sconn)
 	third := ingest(now)
 	before := reads(t, loose, "replica")
 	ids, token := list(looseClient, 1, "")

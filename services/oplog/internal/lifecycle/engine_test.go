@@ -599,15 +599,7 @@ func TestExportReadsFromACaughtUpReplica(t *testing.T) {
 		admin, err := pgx.Connect(ctx, pgtest.OnStandby(e.dsn, standby))
 		require.NoError(t, err)
 		defer admin.Close(ctx)
-		_, err = admin.Exec(ctx, `SELECT pg_wal_replay_pause()`)
-		require.NoError(t, err)
-		defer func() { _, _ = admin.Exec(ctx, `SELECT pg_wal_replay_resume()`) }()
-		// The pause takes effect at the next record: wait for it, or the
-		// write below may still be replayed.
-		require.Eventually(t, func() bool {
-			var state string
-			return admin.QueryRow(ctx, `SELECT pg_get_wal_replay_pause_state()`).Scan(&state) == nil && state == "paused"
-		}, 10*time.Second, 10*time.Millisecond)
+		pgtest.PauseReplay(t, admin)
 		// Something for the replica to be behind on.
 		_, err = e.pool.Exec(ctx, `CREATE TABLE oplog.replica_lag_marker (id int)`)
 		require.NoError(t, err)

@@ -67,8 +67,7 @@ func TestListsReadFromTheReplicaAndGetProfileFromThePrimary(t *testing.T) {
 	require.NoError(t, sconn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'profile-read'").Scan(&readConns))
 	assert.Positive(t, readConns, "the read pool is connected to the standby")
 
-	_, err = sconn.Exec(ctx, "SELECT pg_wal_replay_pause()")
-	require.NoError(t, err)
+	pgtest.PauseReplay(t, sconn)
 	second := record("second")
 	got, err := client.GetProfile(ctx, &profilev1.GetProfileRequest{Id: second})
 	require.NoError(t, err, "GetProfile reads the primary")
