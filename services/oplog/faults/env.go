@@ -62,17 +62,11 @@ type Env struct {
 // newEnv starts a cluster and migrates a fresh database for t.
 func newEnv(t *testing.T) *Env {
 	t.Helper()
-	bin := binDir(t)
-	dir, err := os.MkdirTemp("", "faults-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Postgres runs as the postgres OS user when we are root: it must
-	// reach its data directory.
-	_ = os.Chmod(dir, 0o755)
-	e := &Env{t: t, dir: dir, bin: bin}
+	e := newScenarioDir(t, "faults-")
+	dir := e.dir
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var err error
 	e.PG, err = pgcluster.New(ctx, pgcluster.Options{
 		DataDir: filepath.Join(dir, "pg"),
 		// Restarts reuse the port: one outside the ephemeral range (see
@@ -90,19 +84,41 @@ func newEnv(t *testing.T) *Env {
 		_ = os.RemoveAll(dir)
 		t.Fatalf("throwaway cluster: %v", err)
 	}
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = e.PG.Stop(stopCtx)
-		if t.Failed() {
-			t.Logf("kept %s (service logs, postgres log pg.log)", dir)
-			return
-		}
-		_ = os.RemoveAll(dir)
-	})
+	e.stopAtEnd(30*time.Second, "postgres log pg.log", e.PG.Stop)
 
 	e.prepare(ctx)
 	return e
+}
+
+// newScenarioDir is an Env whose directory (prefix*, in the temporary
+// directory) is made for t; the database is the caller's to start.
+func newScenarioDir(t *testing.T, prefix string) *Env {
+	t.Helper()
+	bin := binDir(t)
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Postgres runs as the postgres OS user when we are root: it must
+	// reach its data directory.
+	_ = os.Chmod(dir, 0o755)
+	return &Env{t: t, dir: dir, bin: bin}
+}
+
+// stopAtEnd stops the scenario's database (stop, within timeout) when the
+// test ends, and removes its directory, or keeps it when the test failed:
+// logs names what is in it besides the services' logs.
+func (e *Env) stopAtEnd(timeout time.Duration, logs string, stop func(context.Context) error) {
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_ = stop(ctx)
+		if e.t.Failed() {
+			e.t.Logf("kept %s (service logs, %s)", e.dir, logs)
+			return
+		}
+		_ = os.RemoveAll(e.dir)
+	})
 }
 
 // prepare creates the scenario's database, its roles (migrate.Bootstrap)

@@ -33,12 +33,8 @@ func newHAEnv(t *testing.T, async bool) *Env {
 	if err := hacluster.Check(); err != nil {
 		t.Fatalf("the HA scenarios cannot run: %v", err)
 	}
-	bin := binDir(t)
-	dir, err := os.MkdirTemp("", "faults-ha-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &Env{t: t, dir: dir, bin: bin}
+	e := newScenarioDir(t, "faults-ha-")
+	dir := e.dir
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	opts := hacluster.Options{
@@ -59,21 +55,13 @@ func newHAEnv(t *testing.T, async bool) *Env {
 		// is promoted.
 		opts.MaxLagOnFailover = haMaxLagOnFailover
 	}
+	var err error
 	e.HA, err = hacluster.Start(ctx, opts)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		t.Fatalf("HA cluster: %v", err)
 	}
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-		defer cancel()
-		_ = e.HA.Stop(stopCtx)
-		if t.Failed() {
-			t.Logf("kept %s (service logs, etcd.log, pgN/patroni.log)", dir)
-			return
-		}
-		_ = os.RemoveAll(dir)
-	})
+	e.stopAtEnd(45*time.Second, "etcd.log, pgN/patroni.log", e.HA.Stop)
 	e.prepare(ctx)
 	return e
 }
