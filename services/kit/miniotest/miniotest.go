@@ -220,12 +220,6 @@ func start() (*Server, error) {
 			return nil, err
 		}
 	}
-	s.client = s3.New(s3.Options{
-		Region:       Region,
-		BaseEndpoint: aws.String(s.Endpoint),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
-	})
 	return s, nil
 }
 
@@ -291,6 +285,12 @@ func (s *Server) startProcess(bin string) error {
 	}()
 	s.cmd, s.exited, s.release = cmd, exited, sync.OnceFunc(func() { close(release) })
 	s.Endpoint = "http://" + addr
+	s.client = s3.New(s3.Options{
+		Region:       Region,
+		BaseEndpoint: aws.String(s.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+	})
 	if err := s.waitReady(); err != nil {
 		s.kill()
 		return err
@@ -307,9 +307,18 @@ func (s *Server) waitReady() error {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				// Ready can come before the object layer is: S3 calls
+				// then fail with XMinioServerNotInitialized (seen in CI).
+				// Ready is when one answers.
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err = s.client.ListBuckets(ctx, &s3.ListBucketsInput{})
+				cancel()
+				if err == nil {
+					return nil
+				}
+			} else {
+				err = fmt.Errorf("health check: %s", resp.Status)
 			}
-			err = fmt.Errorf("health check: %s", resp.Status)
 		}
 		select {
 		case <-s.exited:
