@@ -127,10 +127,28 @@ func runLifecycle(serverBin string, rows, clients int, d time.Duration, exportFr
 		_, err := pool.Exec(ctx, "CHECKPOINT")
 		return err
 	}
+	// The buffer counters of every window: what the export costs ingest
+	// shows there (buffers evicted, and written out by ingest's own
+	// backends), apart from CPU taken by other work on the machine.
+	var counters []bufferCounters
+	counted := func(load func() (loadResult, error)) (loadResult, error) {
+		c0, err := readBufferCounters(ctx, pool)
+		if err != nil {
+			return loadResult{}, err
+		}
+		res, err := load()
+		if err != nil {
+			return res, err
+		}
+		c1, err := readBufferCounters(ctx, pool)
+		counters = append(counters, bufferCounters{alloc: c1.alloc - c0.alloc, backend: c1.backend - c0.backend})
+		return res, err
+	}
+	load := func() (loadResult, error) { return sdkLoad(srv.addr, sec.worker, clients, d, false) }
 	if err := checkpoint(); err != nil {
 		return err
 	}
-	before, err := sdkLoad(srv.addr, sec.worker, clients, d, false)
+	before, err := counted(load)
 	if err != nil {
 		return err
 	}
@@ -153,7 +171,7 @@ func runLifecycle(serverBin string, rows, clients int, d time.Duration, exportFr
 		cliEnd = time.Now()
 		cliDone <- err
 	}()
-	during, err := sdkLoad(srv.addr, sec.worker, clients, d, false)
+	during, err := counted(load)
 	if err != nil {
 		return err
 	}
@@ -166,7 +184,7 @@ func runLifecycle(serverBin string, rows, clients int, d time.Duration, exportFr
 	if err := checkpoint(); err != nil {
 		return err
 	}
-	after, err := sdkLoad(srv.addr, sec.worker, clients, d, false)
+	after, err := counted(load)
 	if err != nil {
 		return err
 	}
@@ -214,6 +232,8 @@ func runLifecycle(serverBin string, rows, clients int, d time.Duration, exportFr
 		100*float64(exportBytes)/float64(total), float64(exportBytes)/float64(rows))
 	fmt.Printf("%-44s %.0f rows/s during the run (it covered %.0f%% of the load), %.0f without (before %.0f, after %.0f): %.0f%%\n",
 		"ingest, SDK clients through `oplog serve`", during.rate, 100*overlap, baseline, before.rate, after.rate, 100*during.rate/baseline)
+	fmt.Printf("%-44s before %d / %d, during %d / %d, after %d / %d\n", "shared buffers allocated / written by backends",
+		counters[0].alloc, counters[0].backend, counters[1].alloc, counters[1].backend, counters[2].alloc, counters[2].backend)
 	fmt.Printf("%-44s %s (verifying the export again first, and the DROP)\n\n", "drop step", dropTime.Round(time.Millisecond))
 
 	// A year at 10,000 logs/s, from the bytes per row measured above.
@@ -242,3 +262,15 @@ func (t *tail) Write(p []byte) (int, error) {
 }
 
 func (t *tail) String() string { return string(t.b) }
+
+// bufferCounters are pg_stat_bgwriter's buffers allocated (each one
+// evicts a page once the cache is full) and buffers written out by
+// backends themselves rather than by the background writer or a
+// checkpoint.
+type bufferCounters struct{ alloc, backend int64 }
+
+func readBufferCounters(ctx context.Context, pool *pgxpool.Pool) (bufferCounters, error) {
+	var c bufferCounters
+	err := pool.QueryRow(ctx, `SELECT buffers_alloc, buffers_backend FROM pg_stat_bgwriter`).Scan(&c.alloc, &c.backend)
+	return c, err
+}

@@ -16,7 +16,10 @@ const benchRows = 200_000
 // encoding (about the size of the column data, a proxy for the table's).
 func benchData(b *testing.B) ([]*Row, int64) {
 	rows := make([]*Row, benchRows)
-	d := NewDigest()
+	d, err := NewDigest(SchemaVersion)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var raw int64
 	for i := range rows {
 		rows[i] = realisticRow(i)

@@ -64,8 +64,16 @@ func export(t testing.TB, b *blob.Bucket, id string, n int, gen func(i, n int) *
 	return m
 }
 
-func digestOf(n int, gen func(i, n int) *Row) string {
-	d := NewDigest()
+// newTestDigest is an empty Digest of version.
+func newTestDigest(t testing.TB, version int) *Digest {
+	t.Helper()
+	d, err := NewDigest(version)
+	require.NoError(t, err)
+	return d
+}
+
+func digestOf(t testing.TB, n int, gen func(i, n int) *Row) string {
+	d := newTestDigest(t, SchemaVersion)
 	for i := range n {
 		d.Add(gen(i, n))
 	}
@@ -101,7 +109,7 @@ func TestRoundTrip(t *testing.T) {
 		assert.True(t, m.MinCreateTime.Equal(start), "min %v", m.MinCreateTime)
 		assert.True(t, m.MaxCreateTime.Equal(end.Add(-time.Microsecond)), "max %v", m.MaxCreateTime)
 		assert.Equal(t, now, m.CreateTime)
-		assert.Equal(t, digestOf(roundTripRows, oddRow), m.Digest)
+		assert.Equal(t, digestOf(t, roundTripRows, oddRow), m.Digest)
 		require.Len(t, m.Files, 5) // 4 × 60,000 + 10,000
 		var sum, bytes int64
 		for i, f := range m.Files {
@@ -181,7 +189,7 @@ func TestEmptyExport(t *testing.T) {
 		assert.Empty(t, m.Files)
 		assert.NotNil(t, m.Files, "files is [] in JSON, not null")
 		assert.True(t, m.MinCreateTime.IsZero())
-		assert.Equal(t, NewDigest().Sum(), m.Digest)
+		assert.Equal(t, newTestDigest(t, SchemaVersion).Sum(), m.Digest)
 		got, err := Verify(t.Context(), b, testMonth, "empty")
 		require.NoError(t, err)
 		assert.Equal(t, m, got)
@@ -332,14 +340,36 @@ func TestCorruption(t *testing.T) {
 			requireCorrupt(t, b, "garbage", "manifest.json")
 		})
 		t.Run("files swapped", func(t *testing.T) {
-			// Every file intact and matching its manifest entry, but in the
-			// wrong order: the order check catches it.
-			corruptible(t, "swapped")
+			// Every file intact and matching its manifest entry, in another
+			// order: the same rows, so still a good export (order means
+			// nothing since schema version 2).
+			m := corruptible(t, "swapped")
 			editManifest(t, b, "swapped", func(m map[string]any) {
 				fs := m["files"].([]any)
 				fs[0], fs[1] = fs[1], fs[0]
 			})
-			requireCorrupt(t, b, "swapped", "out of (create_time, id) order")
+			got, err := Verify(t.Context(), b, testMonth, "swapped")
+			require.NoError(t, err)
+			assert.Equal(t, m.Digest, got.Digest)
+		})
+		t.Run("file listed twice", func(t *testing.T) {
+			// The same file under two names, the manifest's counts made to
+			// add up: rows twice over digest differently.
+			m := corruptible(t, "twice")
+			data, err := b.ReadAll(t.Context(), key("twice", m.Files[0].Name))
+			require.NoError(t, err)
+			require.NoError(t, b.WriteAll(t.Context(), key("twice", partName(len(m.Files))), data, nil))
+			editManifest(t, b, "twice", func(mm map[string]any) {
+				fs := mm["files"].([]any)
+				dup := map[string]any{}
+				for k, v := range fs[0].(map[string]any) {
+					dup[k] = v
+				}
+				dup["name"] = partName(len(m.Files))
+				mm["files"] = append(fs, dup)
+				mm["rows"] = float64(m.Rows + m.Files[0].Rows)
+			})
+			requireCorrupt(t, b, "twice", "digest mismatch")
 		})
 		t.Run("file of another export", func(t *testing.T) {
 			// A valid file of other rows under the right name, with the
@@ -406,9 +436,6 @@ func TestWriteGuards(t *testing.T) {
 		rows []*Row
 		want string
 	}{
-		{"time goes back", []*Row{row(t0, 1), row(t0.Add(-time.Microsecond), 2)}, "strictly increasing"},
-		{"id goes back at the same time", []*Row{row(t0, 2), row(t0, 1)}, "strictly increasing"},
-		{"duplicate", []*Row{row(t0, 1), row(t0, 1)}, "strictly increasing"},
 		{"before the month", []*Row{row(start.Add(-time.Microsecond), 1)}, "outside 2025-03"},
 		{"at the next month", []*Row{row(t0, 1), row(end, 2)}, "outside 2025-03"},
 		{"another month", []*Row{row(end.AddDate(0, 5, 0), 1)}, "outside 2025-03"},
@@ -435,20 +462,23 @@ func TestWriteGuards(t *testing.T) {
 			assertEmpty(t, b, MonthPrefix(testMonth))
 		})
 	}
-	t.Run("increasing rows are fine", func(t *testing.T) {
+	t.Run("rows in any order are fine", func(t *testing.T) {
 		t.Parallel()
 		b := openDirBucket(t)
 		ex, err := NewExporter(t.Context(), b, testMonth, "ok", ExportOptions{})
 		require.NoError(t, err)
-		for _, r := range []*Row{row(start, 1), row(start, 2), row(t0, 0), row(end.Add(-time.Microsecond), 0)} {
+		last := end.Add(-time.Microsecond)
+		for _, r := range []*Row{row(t0, 0), row(last, 0), row(start, 2), row(start, 1)} {
 			require.NoError(t, ex.Write(r))
 		}
-		// Any time in the month names the month.
 		m, err := ex.Close()
 		require.NoError(t, err)
+		assert.Equal(t, int64(4), m.Rows)
+		assert.True(t, m.MinCreateTime.Equal(start), "min is the earliest row's, not the first's")
+		assert.True(t, m.MaxCreateTime.Equal(last))
+		// Any time in the month names the month.
 		_, err = Verify(t.Context(), b, testMonth.Add(20*24*time.Hour), "ok")
 		require.NoError(t, err)
-		assert.Equal(t, int64(4), m.Rows)
 	})
 }
 
@@ -613,4 +643,46 @@ func TestS3BucketWithEnvironmentCredentials(t *testing.T) {
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, ErrCorrupt)
 	assert.NotErrorIs(t, err, ErrNotFound)
+}
+
+// TestReadsSchemaVersion1 reads an export written by the version 1
+// writer (testdata/v1, 300 oddRows in 2 files, committed when version 2
+// replaced it): readers keep reading the versions before theirs.
+func TestReadsSchemaVersion1(t *testing.T) {
+	t.Parallel()
+	const id, rows = "v1-fixture", 300
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	fixture, err := OpenBucket(t.Context(), "file://"+filepath.Join(wd, "testdata", "v1"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = fixture.Close() })
+
+	i := 0
+	m, err := Read(t.Context(), fixture, testMonth, id, func(r *Row) error {
+		require.Equal(t, oddRow(i, rows), r, "row %d", i)
+		i++
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, rows, i)
+	assert.Equal(t, 1, m.SchemaVersion)
+	d := newTestDigest(t, 1)
+	for i := range rows {
+		d.Add(oddRow(i, rows))
+	}
+	assert.Equal(t, d.Sum(), m.Digest)
+
+	// Version 1's order is still checked: files listed the other way round
+	// are refused.
+	b := openDirBucket(t)
+	for _, name := range []string{"part-00000.parquet", "part-00001.parquet", manifestName} {
+		data, err := fixture.ReadAll(t.Context(), exportPrefix(testMonth, id)+name)
+		require.NoError(t, err)
+		require.NoError(t, b.WriteAll(t.Context(), key(id, name), data, nil))
+	}
+	editManifest(t, b, id, func(m map[string]any) {
+		fs := m["files"].([]any)
+		fs[0], fs[1] = fs[1], fs[0]
+	})
+	requireCorrupt(t, b, id, "out of (create_time, id) order")
 }

@@ -2,6 +2,7 @@ package coldstore
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,11 +37,29 @@ func TestDigestIsPinned(t *testing.T) {
 		TraceID:           ptr("4bf92f3577b34da6a3ce929d0e0e4736"),
 		SpanID:            ptr("00f067aa0ba902b7"),
 	}
-	d := NewDigest()
-	assert.Equal(t, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", d.Sum(), "no rows: SHA-256 of nothing")
-	d.Add(r)
-	assert.Equal(t, int64(1), d.Rows())
-	assert.Equal(t, "8f1f79cb62808e55360ac1d8047a549cd7267de6ffa96cb060a88977735e9722", d.Sum())
+	const rowHash = "8f1f79cb62808e55360ac1d8047a549cd7267de6ffa96cb060a88977735e9722" // SHA-256 of r's encoding
+
+	v1 := newTestDigest(t, 1)
+	assert.Equal(t, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", v1.Sum(), "version 1, no rows: SHA-256 of nothing")
+	v1.Add(r)
+	assert.Equal(t, int64(1), v1.Rows())
+	assert.Equal(t, rowHash, v1.Sum())
+
+	// Version 2 sums the rows' hashes modulo 2^256 (the expected values
+	// are 2 × and 3 × rowHash, computed with Python's integers): the
+	// carries between words and the wrap-around are pinned too.
+	v2 := newTestDigest(t, 2)
+	assert.Equal(t, strings.Repeat("0", 64), v2.Sum(), "version 2, no rows: zero")
+	v2.Add(r)
+	assert.Equal(t, rowHash, v2.Sum())
+	v2.Add(r)
+	assert.Equal(t, "1e3ef396c5011caa6c1583b008f4a939ae4cfbcdff52d960c15112eee6bd2e44", v2.Sum())
+	v2.Add(r)
+	assert.Equal(t, "ad5e6d622781aaffa22045880d6efdd6857379b4fefc461121f99c665a1bc566", v2.Sum())
+	assert.Equal(t, int64(3), v2.Rows())
+
+	_, err := NewDigest(3)
+	assert.Error(t, err, "no digest for a version that does not exist")
 }
 
 func TestDigestDistinguishes(t *testing.T) {
@@ -66,6 +85,11 @@ func TestDigestDistinguishes(t *testing.T) {
 		"span":                       func(r *Row) { r.SpanID = nil },
 		"trace and span swapped":     func(r *Row) { r.TraceID, r.SpanID = r.SpanID, r.TraceID },
 	}
+	sumOf := func(r *Row) string {
+		d := newTestDigest(t, SchemaVersion)
+		d.Add(r)
+		return d.Sum()
+	}
 	b := base()
 	b.ErrorType, b.ErrorMessage, b.ErrorCode, b.ResponseSummary = ptr("ab"), ptr("c"), ptr(int32(0)), []byte(`{}`)
 	want := sumOf(b)
@@ -80,20 +104,27 @@ func TestDigestDistinguishes(t *testing.T) {
 		}
 		seen[s] = name
 	}
-	// Order matters.
-	r1, r2 := oddRow(1, 10), oddRow(2, 10)
-	d1, d2 := NewDigest(), NewDigest()
-	d1.Add(r1)
-	d1.Add(r2)
-	d2.Add(r2)
-	d2.Add(r1)
-	assert.NotEqual(t, d1.Sum(), d2.Sum())
 }
 
-func sumOf(r *Row) string {
-	d := NewDigest()
-	d.Add(r)
-	return d.Sum()
+func TestDigestOfASetOfRows(t *testing.T) {
+	t.Parallel()
+	r1, r2 := oddRow(1, 10), oddRow(2, 10)
+	digest := func(version int, rows ...*Row) string {
+		d := newTestDigest(t, version)
+		for _, r := range rows {
+			d.Add(r)
+		}
+		return d.Sum()
+	}
+	// Version 1 depends on the order, version 2 does not.
+	assert.NotEqual(t, digest(1, r1, r2), digest(1, r2, r1))
+	assert.Equal(t, digest(2, r1, r2), digest(2, r2, r1))
+	// In version 2 a repeated row counts: a row lost and another doubled
+	// does not go unnoticed, and neither do pairs of the same row (as a
+	// XOR of hashes would let them).
+	assert.NotEqual(t, digest(2, r1, r1, r2), digest(2, r1, r2, r2))
+	assert.NotEqual(t, digest(2, r1), digest(2, r1, r2, r2))
+	assert.NotEqual(t, digest(2, r1, r2), digest(1, r1, r2), "the versions' digests differ")
 }
 
 func TestSchemaIsDocumented(t *testing.T) {

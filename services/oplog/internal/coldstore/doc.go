@@ -17,7 +17,7 @@
 // exports (a retried or repeated export gets a new id); the lifecycle
 // decides which one counts.
 //
-// # Parquet schema, version 1 (SchemaVersion)
+// # Parquet schema, version 2 (SchemaVersion)
 //
 // One column per table column, in table order, all of the table's
 // nullability; SCHEMA.md beside this file has the full table. In short:
@@ -26,14 +26,15 @@
 // and integer are INT32 with INT(16)/INT(32) logical types, bigint INT64;
 // text is BYTE_ARRAY STRING; jsonb is BYTE_ARRAY JSON holding the value's
 // text as Postgres renders jsonb::text. Pages are zstd-compressed; rows are
-// sorted by (create_time, id) within and across files. Each file's
+// in the order of the month's pages in Postgres (version 1: sorted by
+// (create_time, id) within and across files). Each file's
 // key/value metadata carries platforma.coldstore.schema_version, .export_id,
 // .month and .part.
 //
 // # Manifest
 //
 // manifest.json (Manifest) holds the schema version, export id, month,
-// row count, first and last create_time, the Digest of all rows and, per
+// row count, min and max create_time, the Digest of all rows and, per
 // file, its name, rows, bytes and SHA-256. Read and Verify check every one
 // of them; Digest lets the lifecycle compare an export with the rows still
 // in Postgres without trusting the files' own metadata.

@@ -56,7 +56,7 @@ const (
 //	ex, err := coldstore.NewExporter(ctx, bucket, month, id, coldstore.ExportOptions{})
 //	if err != nil { ... }
 //	defer ex.Abort() // no-op once Close succeeded
-//	for each row, in (create_time, id) order { if err := ex.Write(&row); err != nil { return err } }
+//	for each row, in any order { if err := ex.Write(&row); err != nil { return err } }
 //	manifest, err := ex.Close()
 //
 // Memory stays bounded by one row group (RowGroupRows rows, plus the blob
@@ -80,7 +80,6 @@ type Exporter struct {
 	bytes   int64 // bytes of completed files
 	minTime time.Time
 	maxTime time.Time
-	lastID  [16]byte
 
 	lastProgress time.Time
 	err          error // sticky: after an error only Abort is useful
@@ -141,6 +140,10 @@ func NewExporter(ctx context.Context, b *blob.Bucket, month time.Time, exportID 
 	if !empty {
 		return nil, fmt.Errorf("%w: %s is not empty", ErrExists, prefix)
 	}
+	digest, err := NewDigest(SchemaVersion)
+	if err != nil {
+		return nil, err
+	}
 	start, end := monthBounds(month)
 	return &Exporter{
 		ctx:          ctx,
@@ -153,14 +156,14 @@ func NewExporter(ctx context.Context, b *blob.Bucket, month time.Time, exportID 
 		opts:         opts,
 		row:          make(parquet.Row, 0, numColumns),
 		rowbuf:       make([]parquet.Row, 1),
-		digest:       NewDigest(),
+		digest:       digest,
 		lastProgress: time.Now(),
 	}, nil
 }
 
-// Write adds r to the export. Rows must come in strictly increasing
-// (create_time, id) order and lie within the month; create_time must have
-// no finer part than microseconds. After an error the export can only be
+// Write adds r to the export. Rows may come in any order (the order of
+// the month's pages) but must lie within the month;
+// create_time must have no finer part than microseconds. After an error the export can only be
 // aborted: Write and Close return the same error again.
 func (e *Exporter) Write(r *Row) error {
 	if e.err != nil {
@@ -188,10 +191,6 @@ func (e *Exporter) check(r *Row) error {
 	if t.Nanosecond()%1000 != 0 {
 		return fmt.Errorf("coldstore: row %x: create_time %s has sub-microsecond precision", r.ID, t.UTC().Format(time.RFC3339Nano))
 	}
-	if e.rows > 0 && compareKey(r.CreateTime.UnixMicro(), r.ID, e.maxTime.UnixMicro(), e.lastID) <= 0 {
-		return fmt.Errorf("coldstore: row %x (%s) is not after row %x (%s): rows must be in strictly increasing (create_time, id) order",
-			r.ID, t.UTC().Format(time.RFC3339Nano), e.lastID, e.maxTime.Format(time.RFC3339Nano))
-	}
 	return nil
 }
 
@@ -211,12 +210,14 @@ func (e *Exporter) write(r *Row) error {
 		return fmt.Errorf("coldstore: write %s: %w", p.key, err)
 	}
 	e.digest.Add(r)
-	if e.rows == 0 {
-		e.minTime = r.CreateTime.UTC()
+	t := r.CreateTime.UTC()
+	if e.rows == 0 || t.Before(e.minTime) {
+		e.minTime = t
+	}
+	if e.rows == 0 || t.After(e.maxTime) {
+		e.maxTime = t
 	}
 	e.rows++
-	e.maxTime = r.CreateTime.UTC()
-	e.lastID = r.ID
 	p.rows++
 	p.rgRows++
 	if p.rgRows >= e.opts.RowGroupRows && p.rows < e.opts.FileRows {

@@ -50,9 +50,9 @@ type Manifest struct {
 	// create_time; zero when the export has no rows.
 	MinCreateTime time.Time `json:"min_create_time"`
 	MaxCreateTime time.Time `json:"max_create_time"`
-	// Digest is the Digest of all rows, in order.
+	// Digest is the Digest of all rows, of SchemaVersion's kind.
 	Digest string `json:"digest"`
-	// Files are in row order.
+	// Files are in the order their rows were written.
 	Files []File `json:"files"`
 	// CreateTime is when the export was completed.
 	CreateTime time.Time `json:"create_time"`
@@ -144,8 +144,8 @@ func checkManifest(m *Manifest, month time.Time, exportID string) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s%s: %s", ErrCorrupt, exportPrefix(month, exportID), manifestName, fmt.Sprintf(format, args...))
 	}
-	if m.SchemaVersion != SchemaVersion {
-		return bad("unknown schema version %d (this build reads %d)", m.SchemaVersion, SchemaVersion)
+	if m.SchemaVersion < 1 || m.SchemaVersion > SchemaVersion {
+		return bad("unknown schema version %d (this build reads 1 to %d)", m.SchemaVersion, SchemaVersion)
 	}
 	if m.Month != monthString(month) {
 		return bad("month is %q, want %q", m.Month, monthString(month))

@@ -19,11 +19,13 @@ import (
 const readBatch = 1024
 
 // Read streams export exportID of month back, calling fn for each row in
-// (create_time, id) order; fn may keep the Row. It checks the export
-// against its manifest as it goes: each file's size and SHA-256 before any
-// of its rows are decoded, its row count, the rows' order and month, and
-// at the end the row count, first and last create_time and the Digest of
-// all rows. The manifest must be sane as Verify describes.
+// the export's order (for schema version 1, (create_time, id)); fn may
+// keep the Row. It reads every schema version up to SchemaVersion. It
+// checks the export against its manifest as it goes: each file's size and
+// SHA-256 before any of its rows are decoded, its row count, the rows'
+// month (and, for version 1, their order), and at the end the row count,
+// min and max create_time and the Digest of all rows. The manifest must
+// be sane as Verify describes.
 //
 // Each file is first copied to a temporary file (in os.TempDir) while its
 // checksum is computed, so memory stays bounded by a row group's pages;
@@ -43,13 +45,17 @@ func Read(ctx context.Context, b *blob.Bucket, month time.Time, exportID string,
 	if err := checkManifest(&m, month, exportID); err != nil {
 		return Manifest{}, err
 	}
+	digest, err := NewDigest(m.SchemaVersion)
+	if err != nil {
+		return Manifest{}, err
+	}
 	rd := &reader{
 		ctx:    ctx,
 		b:      b,
 		prefix: exportPrefix(month, exportID),
 		m:      &m,
 		fn:     fn,
-		digest: NewDigest(),
+		digest: digest,
 	}
 	rd.start, rd.end = monthBounds(month)
 	for _, f := range m.Files {
@@ -68,7 +74,8 @@ func Read(ctx context.Context, b *blob.Bucket, month time.Time, exportID string,
 // build knows, the month and export id asked for, file names and row
 // counts that add up, min and max create_time within the month; then every
 // file must match its size, SHA-256 and row count, and the rows their
-// order, month, count, first/last create_time and Digest.
+// month (and, for version 1, order), count, min/max create_time and
+// Digest.
 func Verify(ctx context.Context, b *blob.Bucket, month time.Time, exportID string) (Manifest, error) {
 	return Read(ctx, b, month, exportID, func(*Row) error { return nil })
 }
@@ -83,9 +90,9 @@ type reader struct {
 
 	digest  *Digest
 	rows    int64
-	first   time.Time
-	last    time.Time
-	lastKey struct {
+	min     time.Time
+	max     time.Time
+	lastKey struct { // version 1: the previous row's, for the order check
 		t  int64
 		id [16]byte
 	}
@@ -146,11 +153,12 @@ func (rd *reader) decodeFile(f File, tmp *os.File) (err error) {
 	if err != nil {
 		return rd.corrupt(f.Name, "not a readable Parquet file: %v", err)
 	}
-	if v, _ := pf.Lookup(metaKeySchema); v != fmt.Sprint(SchemaVersion) {
-		return rd.corrupt(f.Name, "file schema version %q, want %d", v, SchemaVersion)
+	if v, _ := pf.Lookup(metaKeySchema); v != fmt.Sprint(rd.m.SchemaVersion) {
+		return rd.corrupt(f.Name, "file schema version %q, manifest says %d", v, rd.m.SchemaVersion)
 	}
+	// Versions 1 and 2 share the Parquet schema.
 	if sig := schemaSignature(pf.Schema()); sig != wantSignature {
-		return rd.corrupt(f.Name, "Parquet schema differs from schema version %d: %s", SchemaVersion, sig)
+		return rd.corrupt(f.Name, "Parquet schema differs from schema version %d: %s", rd.m.SchemaVersion, sig)
 	}
 	if n := pf.NumRows(); n != f.Rows {
 		return rd.corrupt(f.Name, "row count is %d, manifest says %d", n, f.Rows)
@@ -222,15 +230,19 @@ func (rd *reader) check(f File, r *Row) error {
 	if t.Before(rd.start) || !t.Before(rd.end) {
 		return rd.corrupt(f.Name, "row %x: create_time %s is outside %s", r.ID, t.Format(time.RFC3339Nano), rd.m.Month)
 	}
-	us := t.UnixMicro()
-	if rd.rows > 0 && compareKey(us, r.ID, rd.lastKey.t, rd.lastKey.id) <= 0 {
-		return rd.corrupt(f.Name, "row %x (%s) is out of (create_time, id) order", r.ID, t.Format(time.RFC3339Nano))
+	if rd.m.SchemaVersion == 1 {
+		us := t.UnixMicro()
+		if rd.rows > 0 && compareKey(us, r.ID, rd.lastKey.t, rd.lastKey.id) <= 0 {
+			return rd.corrupt(f.Name, "row %x (%s) is out of (create_time, id) order", r.ID, t.Format(time.RFC3339Nano))
+		}
+		rd.lastKey.t, rd.lastKey.id = us, r.ID
 	}
-	if rd.rows == 0 {
-		rd.first = t
+	if rd.rows == 0 || t.Before(rd.min) {
+		rd.min = t
 	}
-	rd.last = t
-	rd.lastKey.t, rd.lastKey.id = us, r.ID
+	if rd.rows == 0 || t.After(rd.max) {
+		rd.max = t
+	}
 	rd.rows++
 	rd.digest.Add(r)
 	return nil
@@ -241,9 +253,9 @@ func (rd *reader) finish() error {
 	if rd.rows != m.Rows {
 		return rd.corrupt(manifestName, "export holds %d rows, manifest says %d", rd.rows, m.Rows)
 	}
-	if rd.rows > 0 && (!rd.first.Equal(m.MinCreateTime) || !rd.last.Equal(m.MaxCreateTime)) {
+	if rd.rows > 0 && (!rd.min.Equal(m.MinCreateTime) || !rd.max.Equal(m.MaxCreateTime)) {
 		return rd.corrupt(manifestName, "create_time range is %s..%s, manifest says %s..%s",
-			rd.first.Format(time.RFC3339Nano), rd.last.Format(time.RFC3339Nano),
+			rd.min.Format(time.RFC3339Nano), rd.max.Format(time.RFC3339Nano),
 			m.MinCreateTime.Format(time.RFC3339Nano), m.MaxCreateTime.Format(time.RFC3339Nano))
 	}
 	if sum := rd.digest.Sum(); sum != m.Digest {

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"hash"
+	"math/bits"
 	"time"
 )
 
@@ -52,13 +54,12 @@ func compareKey(t1 int64, id1 [16]byte, t2 int64, id2 [16]byte) int {
 	return bytes.Compare(id1[:], id2[:])
 }
 
-// Digest is an order-dependent content digest of rows: SHA-256 over a
-// canonical, unambiguous binary encoding of each row, fed in (create_time,
-// id) order by every caller, so that a digest computed from Postgres and
-// one computed from an export are equal exactly when the content is.
+// Digest is a content digest of rows: equal for two sets of rows exactly
+// when their content is (up to hash collisions), computed the same way
+// over the rows in Postgres and over an export's files.
 //
-// The encoding of a row is its columns in table order, each as follows
-// (integers big-endian):
+// Each row is encoded canonically and unambiguously: its columns in table
+// order, each as follows (integers big-endian):
 //
 //	uuid                  16 bytes
 //	timestamptz           int64, Unix microseconds
@@ -69,16 +70,36 @@ func compareKey(t1 int64, id1 [16]byte, t2 int64, id2 [16]byte) int {
 // A nullable column is preceded by a marker byte, 0 for NULL (and nothing
 // follows) or 1 (and the value follows). NOT NULL columns have no marker.
 // SCHEMA.md lists the columns.
+//
+// How encodings combine depends on the schema version:
+//
+//   - version 1: SHA-256 over the encodings in (create_time, id) order, so
+//     every caller must feed rows in that order;
+//   - version 2: the sum, modulo 2^256, of each row's SHA-256 read as a
+//     big-endian number. Order does not matter, so Postgres can read the
+//     month in the order of its pages (see SchemaVersion), and a row present
+//     twice counts twice. It is a check against accidental differences
+//     (lost, changed, repeated rows), not a commitment against someone who
+//     chooses rows to collide.
 type Digest struct {
-	h    hash.Hash
-	buf  []byte
-	rows int64
+	version int
+	h       hash.Hash
+	sum     [4]uint64 // version 2: the running sum, most significant word first
+	buf     []byte
+	rows    int64
 }
 
-// NewDigest returns an empty Digest.
-func NewDigest() *Digest {
-	return &Digest{h: sha256.New(), buf: make([]byte, 0, 1024)}
+// NewDigest returns an empty Digest of a schema version's kind.
+func NewDigest(version int) (*Digest, error) {
+	if version != 1 && version != 2 {
+		return nil, fmt.Errorf("coldstore: no digest for schema version %d", version)
+	}
+	return &Digest{version: version, h: sha256.New(), buf: make([]byte, 0, 1024)}, nil
 }
+
+// NeedsSortedRows reports whether the Digest of a schema version must be
+// fed rows in (create_time, id) order (version 1's).
+func NeedsSortedRows(version int) bool { return version == 1 }
 
 // Add feeds r into the digest.
 func (d *Digest) Add(r *Row) {
@@ -115,19 +136,43 @@ func (d *Digest) Add(r *Row) {
 	b = appendBytes(b, r.ResponseSummary)
 	b = appendText(b, r.TraceID)
 	b = appendText(b, r.SpanID)
-	d.h.Write(b)
+	if d.version == 1 {
+		d.h.Write(b)
+	} else {
+		d.addRowHash(sha256.Sum256(b))
+	}
 	if cap(b) <= 64<<10 {
 		d.buf = b // keep the buffer unless one huge row grew it
 	}
 	d.rows++
 }
 
+// addRowHash adds h, a big-endian 256-bit number, to the sum.
+func (d *Digest) addRowHash(h [sha256.Size]byte) {
+	var carry uint64
+	for i := 3; i >= 0; i-- {
+		d.sum[i], carry = bits.Add64(d.sum[i], binary.BigEndian.Uint64(h[i*8:]), carry)
+	}
+}
+
 // Rows is the number of rows added.
 func (d *Digest) Rows() int64 { return d.rows }
 
+// Version is the schema version whose digest this is.
+func (d *Digest) Version() int { return d.version }
+
 // Sum is the digest of the rows added so far, in hex. More rows may be
 // added after it.
-func (d *Digest) Sum() string { return hex.EncodeToString(d.h.Sum(nil)) }
+func (d *Digest) Sum() string {
+	if d.version == 1 {
+		return hex.EncodeToString(d.h.Sum(nil))
+	}
+	var out [32]byte
+	for i, w := range d.sum {
+		binary.BigEndian.PutUint64(out[i*8:], w)
+	}
+	return hex.EncodeToString(out[:])
+}
 
 func appendText(b []byte, s *string) []byte {
 	if s == nil {

@@ -76,7 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.DropWithoutExport, "lifecycle-drop-without-export", false, "drop months past the retention even without a verified export (each is logged as a warning)")
 	fs.StringVar(&c.RunAt, "lifecycle-run-at", "03:30", "time of day (UTC, HH:MM) of `serve`'s daily run")
 	fs.IntVar(&c.ExportRate, "lifecycle-export-rate", 0, "rows per second an export reads at most, to leave CPU to ingest (0: no cap)")
-	fs.StringVar(&c.ReadDatabaseURL, "lifecycle-read-database-url", "", "DSN of a streaming replica, as the schema's owner, that exports read months from, away from ingest's buffer cache (empty: the primary)")
+	fs.StringVar(&c.ReadDatabaseURL, "lifecycle-read-database-url", "", "DSN of a streaming replica, as the schema's owner, that exports and digests read months from, so that their reads take no I/O or CPU from the primary (empty: the primary)")
 }
 
 // Validate checks the policy against backfill, the oldest create_time

@@ -335,11 +335,15 @@ func (e *Engine) partitionOf(ctx context.Context, month time.Time) (*store.Month
 	return nil, nil
 }
 
-// pgDigest digests a month's rows as they are in Postgres.
-func (e *Engine) pgDigest(ctx context.Context, name string, month time.Time) (*coldstore.Digest, error) {
+// pgDigest digests a month's rows as they are in Postgres, as exports of
+// schema version digest them.
+func (e *Engine) pgDigest(ctx context.Context, name string, month time.Time, version int) (*coldstore.Digest, error) {
+	if _, err := coldstore.NewDigest(version); err != nil {
+		return nil, err
+	}
 	var d *coldstore.Digest
-	err := e.streamRows(ctx, name, month, func() func(*coldstore.Row) error {
-		d = coldstore.NewDigest()
+	err := e.streamRows(ctx, name, month, coldstore.NeedsSortedRows(version), func() func(*coldstore.Row) error {
+		d, _ = coldstore.NewDigest(version) // checked above
 		return func(r *coldstore.Row) error { d.Add(r); return nil }
 	})
 	return d, err
@@ -350,18 +354,18 @@ func (e *Engine) pgDigest(ctx context.Context, name string, month time.Time) (*c
 // with the primary, else from the primary. A read the replica fails for
 // a reason of its own (a conflict with recovery cancels long queries, a
 // restart) starts again, from the primary, with a fresh function.
-func (e *Engine) streamRows(ctx context.Context, name string, month time.Time, start func() func(*coldstore.Row) error) error {
+func (e *Engine) streamRows(ctx context.Context, name string, month time.Time, sorted bool, start func() func(*coldstore.Row) error) error {
 	if e.replica != nil {
 		if e.replicaReady(ctx, name) {
 			e.log.InfoContext(ctx, "lifecycle: reading the month from the read replica", "month", month.Format("2006-01"))
-			err := e.replica.StreamRows(ctx, name, month, start())
+			err := e.replica.StreamRows(ctx, name, month, sorted, start())
 			if err == nil || ctx.Err() != nil || errors.Is(err, errRowSink) {
 				return err
 			}
 			e.log.WarnContext(ctx, "lifecycle: reading from the replica failed; reading from the primary", "month", month.Format("2006-01"), "error", err)
 		}
 	}
-	return e.st.StreamRows(ctx, name, month, start())
+	return e.st.StreamRows(ctx, name, month, sorted, start())
 }
 
 // errRowSink marks errors of the function rows are streamed into (the
@@ -441,16 +445,21 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 	if err != nil {
 		return coldstore.Manifest{}, err
 	}
-	if len(existing) > 0 {
-		pg, err := e.pgDigest(ctx, p.Name, month)
+	pgDigests := map[int]*coldstore.Digest{} // by schema version
+	for _, id := range existing {
+		m, err := coldstore.Verify(ctx, e.bucket, month, id)
 		if err != nil {
-			return coldstore.Manifest{}, err
+			continue
 		}
-		for _, id := range existing {
-			m, err := coldstore.Verify(ctx, e.bucket, month, id)
-			if err == nil && m.Digest == pg.Sum() && m.Rows == pg.Rows() {
-				return m, e.recordVerified(ctx, month, m)
+		pg, ok := pgDigests[m.SchemaVersion]
+		if !ok {
+			if pg, err = e.pgDigest(ctx, p.Name, month, m.SchemaVersion); err != nil {
+				return coldstore.Manifest{}, err
 			}
+			pgDigests[m.SchemaVersion] = pg
+		}
+		if m.Digest == pg.Sum() && m.Rows == pg.Rows() {
+			return m, e.recordVerified(ctx, month, m)
 		}
 	}
 
@@ -462,7 +471,7 @@ func (e *Engine) ExportMonth(ctx context.Context, month time.Time) (coldstore.Ma
 	// Postgres: the manifest's digest is the rows' in Postgres.
 	var exp *coldstore.Exporter
 	var openErr error
-	err = e.streamRows(ctx, p.Name, p.Month, func() func(*coldstore.Row) error {
+	err = e.streamRows(ctx, p.Name, p.Month, false, func() func(*coldstore.Row) error {
 		if exp != nil {
 			exp.Abort()
 		}
@@ -556,7 +565,7 @@ func (e *Engine) VerifyMonth(ctx context.Context, month time.Time) (coldstore.Ma
 		var p *store.MonthPartition
 		if p, err = e.partitionOf(ctx, month); err == nil && p != nil {
 			var pg *coldstore.Digest
-			if pg, err = e.pgDigest(ctx, p.Name, month); err == nil && (pg.Sum() != m.Digest || pg.Rows() != m.Rows) {
+			if pg, err = e.pgDigest(ctx, p.Name, month, m.SchemaVersion); err == nil && (pg.Sum() != m.Digest || pg.Rows() != m.Rows) {
 				err = fmt.Errorf("%w: Postgres has %d rows with digest %s, the export %d with %s",
 					coldstore.ErrCorrupt, pg.Rows(), pg.Sum(), m.Rows, m.Digest)
 			}
@@ -612,7 +621,7 @@ func (e *Engine) RestoreMonth(ctx context.Context, month time.Time, exportID str
 		return m, rest.Added(), fmt.Errorf("restore: %w", err)
 	}
 	e.report(month, "restore", n, m.Rows, 0, start, true)
-	pg, err := e.pgDigest(ctx, store.PartitionName(month), month)
+	pg, err := e.pgDigest(ctx, store.PartitionName(month), month, m.SchemaVersion)
 	if err != nil {
 		return m, rest.Added(), err
 	}

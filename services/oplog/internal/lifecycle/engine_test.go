@@ -608,3 +608,49 @@ func TestExportReadsFromACaughtUpReplica(t *testing.T) {
 		assert.NotContains(t, log, "reading the month from the read replica")
 	})
 }
+
+// TestExportsHoldNoSnapshotWhileWriting checks why exports read a month
+// a chunk at a time: while the exporter writes rows (at its own pace, or
+// LIFECYCLE_EXPORT_RATE's), its connection holds no snapshot, so it does
+// not hold back the xmin horizon and the roll-up rows ingest keeps
+// updating can be pruned. A query whose rows are handed out as they
+// stream in (as sorted reads for schema version 1 digests do) holds one
+// all along; the test checks it can see that.
+func TestExportsHoldNoSnapshotWhileWriting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	m := month(2026, 3)
+	e.fill(t, m, m, 3000)
+	conn, err := pgx.Connect(ctx, e.dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	name := store.PartitionName(m)
+
+	// snapshotHeld reports whether conn's backend has a snapshot, asked
+	// from another connection while conn's rows are being handed out.
+	snapshotHeld := func() bool {
+		var held bool
+		require.NoError(t, e.pool.QueryRow(ctx, `SELECT backend_xmin IS NOT NULL FROM pg_stat_activity WHERE pid = $1`,
+			conn.PgConn().PID()).Scan(&held))
+		return held
+	}
+	var rows, held int
+	require.NoError(t, store.NewLifecycle(conn).StreamRows(ctx, name, m, false, func(*coldstore.Row) error {
+		if rows%500 == 0 && snapshotHeld() {
+			held++
+		}
+		rows++
+		return nil
+	}))
+	assert.Equal(t, 3000, rows)
+	assert.Zero(t, held, "the export's reads hold no snapshot while rows are handed out")
+
+	// The control: 2M rows (tens of MB) cannot all sit in socket buffers,
+	// so the first ones are read while the query still runs.
+	streaming, err := conn.Query(ctx, `SELECT g FROM generate_series(1, 2000000) AS g`)
+	require.NoError(t, err)
+	require.True(t, streaming.Next())
+	assert.True(t, snapshotHeld(), "a streaming query holds its snapshot")
+	streaming.Close()
+}

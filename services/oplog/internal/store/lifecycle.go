@@ -227,58 +227,123 @@ const exportColumns = `id, create_time, user_id, platform_account_id, operation_
 	error_code, error_type, error_message, execution_time_ms, retry_count, auth_type_detected, session_refreshed,
 	proxy_used, user_agent, request_payload::text, response_summary::text, trace_id, span_id`
 
-// streamChunk is the span of create_time one query of StreamRows reads:
-// a day's rows sort in the lifecycle session's work_mem (or in little
-// temporary space), where a month's would spill the whole month to disk
-// next to ingest; the BRIN index on create_time finds each day's pages.
-// (An hour was measured 3 times slower to read: 744 bitmap scans a month.)
+// streamChunk is the span of create_time one sorted read of StreamRows
+// reads: a day's rows sort in the lifecycle session's work_mem (or in
+// little temporary space), where a month's would spill the whole month to
+// disk next to ingest; the BRIN index on create_time finds each day's
+// pages. (An hour was measured 3 times slower to read: 744 bitmap scans a
+// month.)
 const streamChunk = 24 * time.Hour
 
-// StreamRows calls fn with every row of a month's partition in
-// (create_time, id) order, one at a time, a day at a time: memory stays
-// bounded whatever the month's size. Rows outside the month (a partition
-// with wider bounds) are read too, after the month's: nothing in the
-// partition is skipped.
-func (l *Lifecycle) StreamRows(ctx context.Context, name string, month time.Time, fn func(*coldstore.Row) error) error {
+// chunkPages is how many heap pages one unsorted read of StreamRows
+// fetches: 4 MiB of the month, tens of thousands of rows, held in memory
+// for a moment.
+const chunkPages = 512
+
+// StreamRows calls fn with every row of a month's partition, one at a
+// time: memory stays bounded whatever the month's size. fn must not keep
+// the Row.
+//
+// Unsorted, it reads the partition in the order of its pages, chunkPages
+// at a time (a TID range scan each), and each chunk is fetched whole
+// before fn sees its first row. That keeps every query's snapshot short
+// however slowly fn consumes rows (an export may be rate-limited): a
+// snapshot held for the whole month would hold back the xmin horizon, so
+// the roll-up rows ingest updates hundreds of times a second could not
+// be pruned, and their version chains, and every upsert's cost, would
+// grow for as long as it was held. The log is append-only (no row is
+// updated or moved), so reading it chunk by chunk sees every row of a
+// month that no longer changes exactly once.
+//
+// Sorted, it reads in (create_time, id) order, a day at a time through
+// the BRIN index, streaming; rows outside the month (a partition with
+// wider bounds) come after the month's. Only digests of schema version 1
+// exports need it.
+func (l *Lifecycle) StreamRows(ctx context.Context, name string, month time.Time, sorted bool, fn func(*coldstore.Row) error) error {
 	table := "oplog." + pgx.Identifier{name}.Sanitize()
+	if !sorted {
+		return l.streamChunks(ctx, table, fn)
+	}
 	from, to := month, month.AddDate(0, 1, 0)
 	read := func(sql string, args ...any) error {
-		rows, err := l.conn.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s WHERE %s ORDER BY create_time, id`, exportColumns, table, sql), args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		var r coldstore.Row
-		var req, resp pgtype.Text
-		for rows.Next() {
-			r = coldstore.Row{}
-			if err := rows.Scan(&r.ID, &r.CreateTime, &r.UserID, &r.PlatformAccountID, &r.OperationType, &r.ResourceID, &r.Outcome,
-				&r.ErrorCode, &r.ErrorType, &r.ErrorMessage, &r.ExecutionTimeMs, &r.RetryCount, &r.AuthTypeDetected, &r.SessionRefreshed,
-				&r.ProxyUsed, &r.UserAgent, &req, &resp, &r.TraceID, &r.SpanID); err != nil {
-				return err
-			}
-			r.CreateTime = r.CreateTime.UTC()
-			if req.Valid {
-				r.RequestPayload = []byte(req.String)
-			}
-			if resp.Valid {
-				r.ResponseSummary = []byte(resp.String)
-			}
-			if err := fn(&r); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return l.scanRows(ctx, fmt.Sprintf(`SELECT %s FROM %s %s ORDER BY create_time, id`, exportColumns, table, sql), args,
+			func(r *coldstore.Row) error { return fn(r) })
 	}
-	if err := read(`create_time < $1`, from); err != nil {
+	if err := read(`WHERE create_time < $1`, from); err != nil {
 		return err
 	}
 	for t := from; t.Before(to); t = t.Add(streamChunk) {
-		if err := read(`create_time >= $1 AND create_time < $2`, t, t.Add(streamChunk)); err != nil {
+		if err := read(`WHERE create_time >= $1 AND create_time < $2`, t, t.Add(streamChunk)); err != nil {
 			return err
 		}
 	}
-	return read(`create_time >= $1`, to)
+	return read(`WHERE create_time >= $1`, to)
+}
+
+// streamChunks is StreamRows unsorted: chunkPages pages at a time, until
+// a chunk starts past the table's last page (looked up again at the end,
+// in case a hot month grew meanwhile).
+func (l *Lifecycle) streamChunks(ctx context.Context, table string, fn func(*coldstore.Row) error) error {
+	query := fmt.Sprintf(`SELECT %s FROM %s WHERE ctid >= format('(%%s,0)', $1::bigint)::tid AND ctid < format('(%%s,0)', $2::bigint)::tid`,
+		exportColumns, table)
+	pagesQuery := fmt.Sprintf(`SELECT pg_relation_size('%s') / current_setting('block_size')::bigint`, table)
+	var chunk []coldstore.Row
+	for start, pages := int64(0), int64(0); ; start += chunkPages {
+		if start >= pages {
+			if err := l.conn.QueryRow(ctx, pagesQuery).Scan(&pages); err != nil {
+				return err
+			}
+			if start >= pages {
+				return nil
+			}
+		}
+		chunk = chunk[:0]
+		if err := l.scanRows(ctx, query, []any{start, start + chunkPages}, func(r *coldstore.Row) error {
+			chunk = append(chunk, *r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for i := range chunk {
+			if err := fn(&chunk[i]); err != nil {
+				return err
+			}
+		}
+		if cap(chunk) > 4*len(chunk) && cap(chunk) > 1<<16 {
+			chunk = nil // a chunk of huge rows does not pin its memory for the rest of the month
+		}
+	}
+}
+
+// scanRows runs query and calls fn with each row, decoded into one Row
+// that is reused.
+func (l *Lifecycle) scanRows(ctx context.Context, query string, args []any, fn func(*coldstore.Row) error) error {
+	rows, err := l.conn.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var r coldstore.Row
+	var req, resp pgtype.Text
+	for rows.Next() {
+		r = coldstore.Row{}
+		if err := rows.Scan(&r.ID, &r.CreateTime, &r.UserID, &r.PlatformAccountID, &r.OperationType, &r.ResourceID, &r.Outcome,
+			&r.ErrorCode, &r.ErrorType, &r.ErrorMessage, &r.ExecutionTimeMs, &r.RetryCount, &r.AuthTypeDetected, &r.SessionRefreshed,
+			&r.ProxyUsed, &r.UserAgent, &req, &resp, &r.TraceID, &r.SpanID); err != nil {
+			return err
+		}
+		r.CreateTime = r.CreateTime.UTC()
+		if req.Valid {
+			r.RequestPayload = []byte(req.String)
+		}
+		if resp.Valid {
+			r.ResponseSummary = []byte(resp.String)
+		}
+		if err := fn(&r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // restoreBatch is how many rows one restore transaction copies.
