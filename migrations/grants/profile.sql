@@ -16,3 +16,7 @@ GRANT SELECT, INSERT, DELETE ON profile.login_events TO {{runtime}};
 GRANT EXECUTE ON FUNCTION profile.merge_logins(profile.login[], profile.login[]) TO {{runtime}};
 -- ListProfiles' grade filter (rule:grade-thresholds).
 GRANT EXECUTE ON FUNCTION profile.grade_floor(integer), profile.grade_ceiling(integer) TO {{runtime}};
+-- WatchProfileChanges: the login upsert inserts the transitions; watchers
+-- read them; the pruner deletes old ones and moves the watermark.
+GRANT SELECT, INSERT, DELETE ON profile.profile_transitions TO {{runtime}};
+GRANT SELECT, UPDATE ON profile.transition_watermark TO {{runtime}};

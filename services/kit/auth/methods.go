@@ -99,6 +99,9 @@ var Methods = Table{
 	profilev1.ProfileService_GetProfile_FullMethodName:               audited(read(workersAndOps)),
 	profilev1.ProfileService_ListProfiles_FullMethodName:             audited(read(operators)),
 	profilev1.ProfileService_GetStabilityDistribution_FullMethodName: audited(read(operators)),
+	// Schedulers (a worker's or a service's certificate) and operators
+	// watch grade changes; one rate-limit token per watch, not per event.
+	profilev1.ProfileService_WatchProfileChanges_FullMethodName: audited(read(Of(Worker, Service, Operator, Admin))),
 
 	// ReviewMetadataService: scrapers and the reply worker write; the
 	// reply worker lists the reviews waiting for a reply (reply_state

@@ -110,6 +110,7 @@ func TestTheTableIsTheDocumentedOne(t *testing.T) {
 		"/platforma.profile.v1.ProfileService/GetProfile":                          {w, o, a},
 		"/platforma.profile.v1.ProfileService/ListProfiles":                        {o, a},
 		"/platforma.profile.v1.ProfileService/GetStabilityDistribution":            {o, a},
+		"/platforma.profile.v1.ProfileService/WatchProfileChanges":                 {w, s, o, a},
 		"/platforma.reviewmeta.v1.ReviewMetadataService/UpsertReviewMetadata":      {w},
 		"/platforma.reviewmeta.v1.ReviewMetadataService/BatchUpsertReviewMetadata": {w},
 		"/platforma.reviewmeta.v1.ReviewMetadataService/RecordReplyAttempt":        {w},
@@ -150,5 +151,6 @@ func TestTheTableIsTheDocumentedOne(t *testing.T) {
 		"/platforma.profile.v1.ProfileService/GetProfile",
 		"/platforma.profile.v1.ProfileService/ListProfiles",
 		"/platforma.profile.v1.ProfileService/GetStabilityDistribution",
+		"/platforma.profile.v1.ProfileService/WatchProfileChanges",
 	}, audited, "operators' reads of the op log and the profiles are audited")
 }

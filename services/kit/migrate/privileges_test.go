@@ -193,9 +193,11 @@ SELECT obj, string_agg(privilege_type, ',' ORDER BY privilege_type) FROM (
 	}
 	const s, si, sid, siu, siud = "SELECT", "INSERT,SELECT", "DELETE,INSERT,SELECT", "INSERT,SELECT,UPDATE", "DELETE,INSERT,SELECT,UPDATE"
 	assert.Equal(t, map[string]string{
-		"schema profile":       "USAGE",
-		"profile.profiles":     siu,
-		"profile.login_events": sid,
+		"schema profile":                                        "USAGE",
+		"profile.profiles":                                      siu,
+		"profile.login_events":                                  sid,
+		"profile.profile_transitions":                           sid,
+		"profile.transition_watermark":                          "SELECT,UPDATE",
 		"profile.merge_logins(profile.login[],profile.login[])": "EXECUTE",
 		"profile.grade_floor(integer)":                          "EXECUTE",
 		"profile.grade_ceiling(integer)":                        "EXECUTE",

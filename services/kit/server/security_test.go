@@ -131,7 +131,7 @@ func TestAnonymousCallersAreUnauthenticatedOnEveryMethodButHealthAndReflection(t
 	s := startStubs(t)
 	anonymous := dial(t, s.Addr, apptest.DialOptions(t, nil, "")...)
 	methods := methodsOf(platformDescs...)
-	require.Len(t, methods, 18)
+	require.Len(t, methods, 19)
 	for _, m := range methods {
 		err := call(context.Background(), anonymous, m)
 		assert.Equal(t, codes.Unauthenticated, status.Code(err), "%s: %v", m.full, err)
@@ -184,6 +184,7 @@ func TestEveryMethodAllowsExactlyItsRoles(t *testing.T) {
 		"/platforma.profile.v1.ProfileService/GetProfile":                          {"worker", "operator", "admin"},
 		"/platforma.profile.v1.ProfileService/ListProfiles":                        {"operator", "admin"},
 		"/platforma.profile.v1.ProfileService/GetStabilityDistribution":            {"operator", "admin"},
+		"/platforma.profile.v1.ProfileService/WatchProfileChanges":                 {"worker", "service", "operator", "admin"},
 		"/platforma.reviewmeta.v1.ReviewMetadataService/UpsertReviewMetadata":      {"worker"},
 		"/platforma.reviewmeta.v1.ReviewMetadataService/BatchUpsertReviewMetadata": {"worker"},
 		"/platforma.reviewmeta.v1.ReviewMetadataService/RecordReplyAttempt":        {"worker"},

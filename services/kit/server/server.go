@@ -187,6 +187,12 @@ func (r Registrar) Background(name string, task func(ctx context.Context)) {
 	r.server.background = append(r.server.background, backgroundTask{name: name, run: task})
 }
 
+// Stopping is closed when the server starts shutting down, before it
+// waits for in-flight calls: a service ends its long-lived streams (such
+// as ProfileService's watches) on it, so that they do not hold the
+// shutdown until its timeout.
+func (r Registrar) Stopping() <-chan struct{} { return r.server.stopping }
+
 // Every runs round at once and then every interval, until ctx ends: the
 // loop of a background task that works in rounds. A round that outlasts
 // the interval is followed at once by the next.

@@ -1142,6 +1142,299 @@ func (x *AuthTypeStats) GetMeanScore() float64 {
 	return 0
 }
 
+// WatchProfileChangesRequest selects where the stream starts and which
+// transitions it carries. The kinds of change (grades_entered,
+// refresh_became_true, refresh_became_false) are alternatives: a
+// transition matches when it is any kind asked for; none set means every
+// transition. user_id, platform_account_id and auth_type narrow further.
+type WatchProfileChangesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resume after this cursor (from any message of an earlier watch, on any
+	// replica); empty to start from now.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor" json:"cursor,omitempty"`
+	// Transitions whose grade changed to one of these.
+	GradesEntered []StabilityGrade `protobuf:"varint,2,rep,packed,name=grades_entered,json=gradesEntered,enum=platforma.profile.v1.StabilityGrade" json:"grades_entered,omitempty"`
+	// Transitions where needs_session_refresh became true.
+	RefreshBecameTrue bool `protobuf:"varint,3,opt,name=refresh_became_true,json=refreshBecameTrue" json:"refresh_became_true,omitempty"`
+	// Transitions where needs_session_refresh became false.
+	RefreshBecameFalse bool `protobuf:"varint,4,opt,name=refresh_became_false,json=refreshBecameFalse" json:"refresh_became_false,omitempty"`
+	// Only this user's profiles (UUID).
+	UserId string `protobuf:"bytes,5,opt,name=user_id,json=userId" json:"user_id,omitempty"`
+	// Only this account; requires user_id.
+	PlatformAccountId string `protobuf:"bytes,6,opt,name=platform_account_id,json=platformAccountId" json:"platform_account_id,omitempty"`
+	// Only profiles with this auth type (as of the transition); UNSPECIFIED
+	// for all.
+	AuthType      v1.AuthType `protobuf:"varint,7,opt,name=auth_type,json=authType,enum=platforma.common.v1.AuthType" json:"auth_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProfileChangesRequest) Reset() {
+	*x = WatchProfileChangesRequest{}
+	mi := &file_platforma_profile_v1_profile_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProfileChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProfileChangesRequest) ProtoMessage() {}
+
+func (x *WatchProfileChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_profile_v1_profile_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProfileChangesRequest.ProtoReflect.Descriptor instead.
+func (*WatchProfileChangesRequest) Descriptor() ([]byte, []int) {
+	return file_platforma_profile_v1_profile_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WatchProfileChangesRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *WatchProfileChangesRequest) GetGradesEntered() []StabilityGrade {
+	if x != nil {
+		return x.GradesEntered
+	}
+	return nil
+}
+
+func (x *WatchProfileChangesRequest) GetRefreshBecameTrue() bool {
+	if x != nil {
+		return x.RefreshBecameTrue
+	}
+	return false
+}
+
+func (x *WatchProfileChangesRequest) GetRefreshBecameFalse() bool {
+	if x != nil {
+		return x.RefreshBecameFalse
+	}
+	return false
+}
+
+func (x *WatchProfileChangesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *WatchProfileChangesRequest) GetPlatformAccountId() string {
+	if x != nil {
+		return x.PlatformAccountId
+	}
+	return ""
+}
+
+func (x *WatchProfileChangesRequest) GetAuthType() v1.AuthType {
+	if x != nil {
+		return x.AuthType
+	}
+	return v1.AuthType(0)
+}
+
+// WatchProfileChangesResponse is a transition or a bookmark.
+type WatchProfileChangesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque position of the stream after this message; resume from it.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor" json:"cursor,omitempty"`
+	// The transition; unset in a bookmark, which only moves the cursor.
+	Transition    *ProfileTransition `protobuf:"bytes,2,opt,name=transition" json:"transition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProfileChangesResponse) Reset() {
+	*x = WatchProfileChangesResponse{}
+	mi := &file_platforma_profile_v1_profile_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProfileChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProfileChangesResponse) ProtoMessage() {}
+
+func (x *WatchProfileChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_profile_v1_profile_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProfileChangesResponse.ProtoReflect.Descriptor instead.
+func (*WatchProfileChangesResponse) Descriptor() ([]byte, []int) {
+	return file_platforma_profile_v1_profile_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchProfileChangesResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *WatchProfileChangesResponse) GetTransition() *ProfileTransition {
+	if x != nil {
+		return x.Transition
+	}
+	return nil
+}
+
+// ProfileTransition is one change of a profile's grade or
+// needs_session_refresh.
+type ProfileTransition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The profile right after the change. recent_logins, last_login_at and
+	// last_login_outcome are not set (the stream keeps no window); create_time
+	// is not set either.
+	Profile *Profile `protobuf:"bytes,1,opt,name=profile" json:"profile,omitempty"`
+	// Grade before; UNSPECIFIED when the change created the profile.
+	OldGrade StabilityGrade `protobuf:"varint,2,opt,name=old_grade,json=oldGrade,enum=platforma.profile.v1.StabilityGrade" json:"old_grade,omitempty"`
+	// Grade after.
+	NewGrade StabilityGrade `protobuf:"varint,3,opt,name=new_grade,json=newGrade,enum=platforma.profile.v1.StabilityGrade" json:"new_grade,omitempty"`
+	// needs_session_refresh before.
+	OldNeedsSessionRefresh bool `protobuf:"varint,4,opt,name=old_needs_session_refresh,json=oldNeedsSessionRefresh" json:"old_needs_session_refresh,omitempty"`
+	// needs_session_refresh after.
+	NewNeedsSessionRefresh bool `protobuf:"varint,5,opt,name=new_needs_session_refresh,json=newNeedsSessionRefresh" json:"new_needs_session_refresh,omitempty"`
+	// session_stability_score after.
+	SessionStabilityScore float64 `protobuf:"fixed64,6,opt,name=session_stability_score,json=sessionStabilityScore" json:"session_stability_score,omitempty"`
+	// The login outcome that caused the change: of several applied at once
+	// (a batch with several outcomes for the account), the newest by
+	// occurred_at.
+	EventId string `protobuf:"bytes,7,opt,name=event_id,json=eventId" json:"event_id,omitempty"`
+	// Its outcome.
+	Outcome v1.Outcome `protobuf:"varint,8,opt,name=outcome,enum=platforma.common.v1.Outcome" json:"outcome,omitempty"`
+	// When that login happened, as reported.
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=occurred_at,json=occurredAt" json:"occurred_at,omitempty"`
+	// When the change was recorded.
+	RecordTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=record_time,json=recordTime" json:"record_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfileTransition) Reset() {
+	*x = ProfileTransition{}
+	mi := &file_platforma_profile_v1_profile_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileTransition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileTransition) ProtoMessage() {}
+
+func (x *ProfileTransition) ProtoReflect() protoreflect.Message {
+	mi := &file_platforma_profile_v1_profile_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileTransition.ProtoReflect.Descriptor instead.
+func (*ProfileTransition) Descriptor() ([]byte, []int) {
+	return file_platforma_profile_v1_profile_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ProfileTransition) GetProfile() *Profile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+func (x *ProfileTransition) GetOldGrade() StabilityGrade {
+	if x != nil {
+		return x.OldGrade
+	}
+	return StabilityGrade_STABILITY_GRADE_UNSPECIFIED
+}
+
+func (x *ProfileTransition) GetNewGrade() StabilityGrade {
+	if x != nil {
+		return x.NewGrade
+	}
+	return StabilityGrade_STABILITY_GRADE_UNSPECIFIED
+}
+
+func (x *ProfileTransition) GetOldNeedsSessionRefresh() bool {
+	if x != nil {
+		return x.OldNeedsSessionRefresh
+	}
+	return false
+}
+
+func (x *ProfileTransition) GetNewNeedsSessionRefresh() bool {
+	if x != nil {
+		return x.NewNeedsSessionRefresh
+	}
+	return false
+}
+
+func (x *ProfileTransition) GetSessionStabilityScore() float64 {
+	if x != nil {
+		return x.SessionStabilityScore
+	}
+	return 0
+}
+
+func (x *ProfileTransition) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *ProfileTransition) GetOutcome() v1.Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return v1.Outcome(0)
+}
+
+func (x *ProfileTransition) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *ProfileTransition) GetRecordTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordTime
+	}
+	return nil
+}
+
 var File_platforma_profile_v1_profile_service_proto protoreflect.FileDescriptor
 
 const file_platforma_profile_v1_profile_service_proto_rawDesc = "" +
@@ -1222,19 +1515,47 @@ const file_platforma_profile_v1_profile_service_proto_rawDesc = "" +
 	"\tauth_type\x18\x01 \x01(\x0e2\x1d.platforma.common.v1.AuthTypeR\bauthType\x12#\n" +
 	"\rprofile_count\x18\x02 \x01(\x03R\fprofileCount\x12\x1d\n" +
 	"\n" +
-	"mean_score\x18\x03 \x01(\x01R\tmeanScore*\x89\x01\n" +
+	"mean_score\x18\x03 \x01(\x01R\tmeanScore\"\xe8\x02\n" +
+	"\x1aWatchProfileChangesRequest\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12K\n" +
+	"\x0egrades_entered\x18\x02 \x03(\x0e2$.platforma.profile.v1.StabilityGradeR\rgradesEntered\x12.\n" +
+	"\x13refresh_became_true\x18\x03 \x01(\bR\x11refreshBecameTrue\x120\n" +
+	"\x14refresh_became_false\x18\x04 \x01(\bR\x12refreshBecameFalse\x12\x17\n" +
+	"\auser_id\x18\x05 \x01(\tR\x06userId\x12.\n" +
+	"\x13platform_account_id\x18\x06 \x01(\tR\x11platformAccountId\x12:\n" +
+	"\tauth_type\x18\a \x01(\x0e2\x1d.platforma.common.v1.AuthTypeR\bauthType\"~\n" +
+	"\x1bWatchProfileChangesResponse\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12G\n" +
+	"\n" +
+	"transition\x18\x02 \x01(\v2'.platforma.profile.v1.ProfileTransitionR\n" +
+	"transition\"\xcd\x04\n" +
+	"\x11ProfileTransition\x127\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1d.platforma.profile.v1.ProfileR\aprofile\x12A\n" +
+	"\told_grade\x18\x02 \x01(\x0e2$.platforma.profile.v1.StabilityGradeR\boldGrade\x12A\n" +
+	"\tnew_grade\x18\x03 \x01(\x0e2$.platforma.profile.v1.StabilityGradeR\bnewGrade\x129\n" +
+	"\x19old_needs_session_refresh\x18\x04 \x01(\bR\x16oldNeedsSessionRefresh\x129\n" +
+	"\x19new_needs_session_refresh\x18\x05 \x01(\bR\x16newNeedsSessionRefresh\x126\n" +
+	"\x17session_stability_score\x18\x06 \x01(\x01R\x15sessionStabilityScore\x12\x19\n" +
+	"\bevent_id\x18\a \x01(\tR\aeventId\x126\n" +
+	"\aoutcome\x18\b \x01(\x0e2\x1c.platforma.common.v1.OutcomeR\aoutcome\x12;\n" +
+	"\voccurred_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12;\n" +
+	"\vrecord_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordTime*\x89\x01\n" +
 	"\x0eStabilityGrade\x12\x1f\n" +
 	"\x1bSTABILITY_GRADE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16STABILITY_GRADE_STABLE\x10\x01\x12\x1c\n" +
 	"\x18STABILITY_GRADE_UNSTABLE\x10\x02\x12\x1c\n" +
-	"\x18STABILITY_GRADE_CRITICAL\x10\x032\xe3\x04\n" +
+	"\x18STABILITY_GRADE_CRITICAL\x10\x032\xe1\x05\n" +
 	"\x0eProfileService\x12t\n" +
 	"\x11RecordLoginResult\x12..platforma.profile.v1.RecordLoginResultRequest\x1a/.platforma.profile.v1.RecordLoginResultResponse\x12\x86\x01\n" +
 	"\x17BatchRecordLoginResults\x124.platforma.profile.v1.BatchRecordLoginResultsRequest\x1a5.platforma.profile.v1.BatchRecordLoginResultsResponse\x12_\n" +
 	"\n" +
 	"GetProfile\x12'.platforma.profile.v1.GetProfileRequest\x1a(.platforma.profile.v1.GetProfileResponse\x12e\n" +
 	"\fListProfiles\x12).platforma.profile.v1.ListProfilesRequest\x1a*.platforma.profile.v1.ListProfilesResponse\x12\x89\x01\n" +
-	"\x18GetStabilityDistribution\x125.platforma.profile.v1.GetStabilityDistributionRequest\x1a6.platforma.profile.v1.GetStabilityDistributionResponseBJZAgithub.com/platforma/platforma/gen/platforma/profile/v1;profilev1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
+	"\x18GetStabilityDistribution\x125.platforma.profile.v1.GetStabilityDistributionRequest\x1a6.platforma.profile.v1.GetStabilityDistributionResponse\x12|\n" +
+	"\x13WatchProfileChanges\x120.platforma.profile.v1.WatchProfileChangesRequest\x1a1.platforma.profile.v1.WatchProfileChangesResponse0\x01BJZAgithub.com/platforma/platforma/gen/platforma/profile/v1;profilev1\x92\x03\x04\b\x02 \x03b\beditionsp\xe8\a"
 
 var (
 	file_platforma_profile_v1_profile_service_proto_rawDescOnce sync.Once
@@ -1249,7 +1570,7 @@ func file_platforma_profile_v1_profile_service_proto_rawDescGZIP() []byte {
 }
 
 var file_platforma_profile_v1_profile_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_platforma_profile_v1_profile_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_platforma_profile_v1_profile_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_platforma_profile_v1_profile_service_proto_goTypes = []any{
 	(StabilityGrade)(0),                      // 0: platforma.profile.v1.StabilityGrade
 	(*Profile)(nil),                          // 1: platforma.profile.v1.Profile
@@ -1267,52 +1588,66 @@ var file_platforma_profile_v1_profile_service_proto_goTypes = []any{
 	(*GetStabilityDistributionResponse)(nil), // 13: platforma.profile.v1.GetStabilityDistributionResponse
 	(*GradeCount)(nil),                       // 14: platforma.profile.v1.GradeCount
 	(*AuthTypeStats)(nil),                    // 15: platforma.profile.v1.AuthTypeStats
-	(v1.AuthType)(0),                         // 16: platforma.common.v1.AuthType
-	(*timestamppb.Timestamp)(nil),            // 17: google.protobuf.Timestamp
-	(v1.Outcome)(0),                          // 18: platforma.common.v1.Outcome
-	(*v1.ItemError)(nil),                     // 19: platforma.common.v1.ItemError
+	(*WatchProfileChangesRequest)(nil),       // 16: platforma.profile.v1.WatchProfileChangesRequest
+	(*WatchProfileChangesResponse)(nil),      // 17: platforma.profile.v1.WatchProfileChangesResponse
+	(*ProfileTransition)(nil),                // 18: platforma.profile.v1.ProfileTransition
+	(v1.AuthType)(0),                         // 19: platforma.common.v1.AuthType
+	(*timestamppb.Timestamp)(nil),            // 20: google.protobuf.Timestamp
+	(v1.Outcome)(0),                          // 21: platforma.common.v1.Outcome
+	(*v1.ItemError)(nil),                     // 22: platforma.common.v1.ItemError
 }
 var file_platforma_profile_v1_profile_service_proto_depIdxs = []int32{
-	16, // 0: platforma.profile.v1.Profile.auth_type:type_name -> platforma.common.v1.AuthType
+	19, // 0: platforma.profile.v1.Profile.auth_type:type_name -> platforma.common.v1.AuthType
 	0,  // 1: platforma.profile.v1.Profile.grade:type_name -> platforma.profile.v1.StabilityGrade
-	17, // 2: platforma.profile.v1.Profile.last_login_at:type_name -> google.protobuf.Timestamp
-	18, // 3: platforma.profile.v1.Profile.last_login_outcome:type_name -> platforma.common.v1.Outcome
+	20, // 2: platforma.profile.v1.Profile.last_login_at:type_name -> google.protobuf.Timestamp
+	21, // 3: platforma.profile.v1.Profile.last_login_outcome:type_name -> platforma.common.v1.Outcome
 	2,  // 4: platforma.profile.v1.Profile.recent_logins:type_name -> platforma.profile.v1.LoginAttempt
-	17, // 5: platforma.profile.v1.Profile.create_time:type_name -> google.protobuf.Timestamp
-	17, // 6: platforma.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
-	18, // 7: platforma.profile.v1.LoginAttempt.outcome:type_name -> platforma.common.v1.Outcome
-	17, // 8: platforma.profile.v1.LoginAttempt.occurred_at:type_name -> google.protobuf.Timestamp
-	18, // 9: platforma.profile.v1.RecordLoginResultRequest.outcome:type_name -> platforma.common.v1.Outcome
-	16, // 10: platforma.profile.v1.RecordLoginResultRequest.auth_type:type_name -> platforma.common.v1.AuthType
-	17, // 11: platforma.profile.v1.RecordLoginResultRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	20, // 5: platforma.profile.v1.Profile.create_time:type_name -> google.protobuf.Timestamp
+	20, // 6: platforma.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
+	21, // 7: platforma.profile.v1.LoginAttempt.outcome:type_name -> platforma.common.v1.Outcome
+	20, // 8: platforma.profile.v1.LoginAttempt.occurred_at:type_name -> google.protobuf.Timestamp
+	21, // 9: platforma.profile.v1.RecordLoginResultRequest.outcome:type_name -> platforma.common.v1.Outcome
+	19, // 10: platforma.profile.v1.RecordLoginResultRequest.auth_type:type_name -> platforma.common.v1.AuthType
+	20, // 11: platforma.profile.v1.RecordLoginResultRequest.occurred_at:type_name -> google.protobuf.Timestamp
 	1,  // 12: platforma.profile.v1.RecordLoginResultResponse.profile:type_name -> platforma.profile.v1.Profile
 	3,  // 13: platforma.profile.v1.BatchRecordLoginResultsRequest.requests:type_name -> platforma.profile.v1.RecordLoginResultRequest
 	7,  // 14: platforma.profile.v1.BatchRecordLoginResultsResponse.results:type_name -> platforma.profile.v1.RecordLoginResultResult
 	1,  // 15: platforma.profile.v1.RecordLoginResultResult.profile:type_name -> platforma.profile.v1.Profile
-	19, // 16: platforma.profile.v1.RecordLoginResultResult.error:type_name -> platforma.common.v1.ItemError
+	22, // 16: platforma.profile.v1.RecordLoginResultResult.error:type_name -> platforma.common.v1.ItemError
 	1,  // 17: platforma.profile.v1.GetProfileResponse.profile:type_name -> platforma.profile.v1.Profile
 	0,  // 18: platforma.profile.v1.ListProfilesRequest.grade:type_name -> platforma.profile.v1.StabilityGrade
-	16, // 19: platforma.profile.v1.ListProfilesRequest.auth_type:type_name -> platforma.common.v1.AuthType
+	19, // 19: platforma.profile.v1.ListProfilesRequest.auth_type:type_name -> platforma.common.v1.AuthType
 	1,  // 20: platforma.profile.v1.ListProfilesResponse.profiles:type_name -> platforma.profile.v1.Profile
 	14, // 21: platforma.profile.v1.GetStabilityDistributionResponse.grades:type_name -> platforma.profile.v1.GradeCount
 	15, // 22: platforma.profile.v1.GetStabilityDistributionResponse.auth_types:type_name -> platforma.profile.v1.AuthTypeStats
 	0,  // 23: platforma.profile.v1.GradeCount.grade:type_name -> platforma.profile.v1.StabilityGrade
-	16, // 24: platforma.profile.v1.AuthTypeStats.auth_type:type_name -> platforma.common.v1.AuthType
-	3,  // 25: platforma.profile.v1.ProfileService.RecordLoginResult:input_type -> platforma.profile.v1.RecordLoginResultRequest
-	5,  // 26: platforma.profile.v1.ProfileService.BatchRecordLoginResults:input_type -> platforma.profile.v1.BatchRecordLoginResultsRequest
-	8,  // 27: platforma.profile.v1.ProfileService.GetProfile:input_type -> platforma.profile.v1.GetProfileRequest
-	10, // 28: platforma.profile.v1.ProfileService.ListProfiles:input_type -> platforma.profile.v1.ListProfilesRequest
-	12, // 29: platforma.profile.v1.ProfileService.GetStabilityDistribution:input_type -> platforma.profile.v1.GetStabilityDistributionRequest
-	4,  // 30: platforma.profile.v1.ProfileService.RecordLoginResult:output_type -> platforma.profile.v1.RecordLoginResultResponse
-	6,  // 31: platforma.profile.v1.ProfileService.BatchRecordLoginResults:output_type -> platforma.profile.v1.BatchRecordLoginResultsResponse
-	9,  // 32: platforma.profile.v1.ProfileService.GetProfile:output_type -> platforma.profile.v1.GetProfileResponse
-	11, // 33: platforma.profile.v1.ProfileService.ListProfiles:output_type -> platforma.profile.v1.ListProfilesResponse
-	13, // 34: platforma.profile.v1.ProfileService.GetStabilityDistribution:output_type -> platforma.profile.v1.GetStabilityDistributionResponse
-	30, // [30:35] is the sub-list for method output_type
-	25, // [25:30] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	19, // 24: platforma.profile.v1.AuthTypeStats.auth_type:type_name -> platforma.common.v1.AuthType
+	0,  // 25: platforma.profile.v1.WatchProfileChangesRequest.grades_entered:type_name -> platforma.profile.v1.StabilityGrade
+	19, // 26: platforma.profile.v1.WatchProfileChangesRequest.auth_type:type_name -> platforma.common.v1.AuthType
+	18, // 27: platforma.profile.v1.WatchProfileChangesResponse.transition:type_name -> platforma.profile.v1.ProfileTransition
+	1,  // 28: platforma.profile.v1.ProfileTransition.profile:type_name -> platforma.profile.v1.Profile
+	0,  // 29: platforma.profile.v1.ProfileTransition.old_grade:type_name -> platforma.profile.v1.StabilityGrade
+	0,  // 30: platforma.profile.v1.ProfileTransition.new_grade:type_name -> platforma.profile.v1.StabilityGrade
+	21, // 31: platforma.profile.v1.ProfileTransition.outcome:type_name -> platforma.common.v1.Outcome
+	20, // 32: platforma.profile.v1.ProfileTransition.occurred_at:type_name -> google.protobuf.Timestamp
+	20, // 33: platforma.profile.v1.ProfileTransition.record_time:type_name -> google.protobuf.Timestamp
+	3,  // 34: platforma.profile.v1.ProfileService.RecordLoginResult:input_type -> platforma.profile.v1.RecordLoginResultRequest
+	5,  // 35: platforma.profile.v1.ProfileService.BatchRecordLoginResults:input_type -> platforma.profile.v1.BatchRecordLoginResultsRequest
+	8,  // 36: platforma.profile.v1.ProfileService.GetProfile:input_type -> platforma.profile.v1.GetProfileRequest
+	10, // 37: platforma.profile.v1.ProfileService.ListProfiles:input_type -> platforma.profile.v1.ListProfilesRequest
+	12, // 38: platforma.profile.v1.ProfileService.GetStabilityDistribution:input_type -> platforma.profile.v1.GetStabilityDistributionRequest
+	16, // 39: platforma.profile.v1.ProfileService.WatchProfileChanges:input_type -> platforma.profile.v1.WatchProfileChangesRequest
+	4,  // 40: platforma.profile.v1.ProfileService.RecordLoginResult:output_type -> platforma.profile.v1.RecordLoginResultResponse
+	6,  // 41: platforma.profile.v1.ProfileService.BatchRecordLoginResults:output_type -> platforma.profile.v1.BatchRecordLoginResultsResponse
+	9,  // 42: platforma.profile.v1.ProfileService.GetProfile:output_type -> platforma.profile.v1.GetProfileResponse
+	11, // 43: platforma.profile.v1.ProfileService.ListProfiles:output_type -> platforma.profile.v1.ListProfilesResponse
+	13, // 44: platforma.profile.v1.ProfileService.GetStabilityDistribution:output_type -> platforma.profile.v1.GetStabilityDistributionResponse
+	17, // 45: platforma.profile.v1.ProfileService.WatchProfileChanges:output_type -> platforma.profile.v1.WatchProfileChangesResponse
+	40, // [40:46] is the sub-list for method output_type
+	34, // [34:40] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_platforma_profile_v1_profile_service_proto_init() }
@@ -1330,7 +1665,7 @@ func file_platforma_profile_v1_profile_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_platforma_profile_v1_profile_service_proto_rawDesc), len(file_platforma_profile_v1_profile_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

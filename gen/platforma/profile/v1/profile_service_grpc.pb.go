@@ -28,6 +28,7 @@ const (
 	ProfileService_GetProfile_FullMethodName               = "/platforma.profile.v1.ProfileService/GetProfile"
 	ProfileService_ListProfiles_FullMethodName             = "/platforma.profile.v1.ProfileService/ListProfiles"
 	ProfileService_GetStabilityDistribution_FullMethodName = "/platforma.profile.v1.ProfileService/GetStabilityDistribution"
+	ProfileService_WatchProfileChanges_FullMethodName      = "/platforma.profile.v1.ProfileService/WatchProfileChanges"
 )
 
 // ProfileServiceClient is the client API for ProfileService service.
@@ -61,6 +62,20 @@ type ProfileServiceClient interface {
 	// GetStabilityDistribution summarises all profiles: how many are in each
 	// grade, and how two-factor accounts compare with normal ones.
 	GetStabilityDistribution(ctx context.Context, in *GetStabilityDistributionRequest, opts ...grpc.CallOption) (*GetStabilityDistributionResponse, error)
+	// WatchProfileChanges streams every change of a profile's grade or
+	// needs_session_refresh, in order, from now or from a cursor. A profile's
+	// creation is a change from grade UNSPECIFIED and no refresh.
+	//
+	// The first message is a bookmark (no transition) carrying the starting
+	// cursor; while nothing matches, a bookmark comes every bookmark interval
+	// (README). Resume after a disconnect with the cursor of the last message
+	// received: no transition is missed or repeated. A cursor older than the
+	// retention (7 days by default) gets OUT_OF_RANGE with reason
+	// CURSOR_EXPIRED: resynchronise with ListProfiles, then watch from now.
+	// The server ends an idle watch (no transition sent for the idle
+	// timeout) with OK after a bookmark, and ends watches with UNAVAILABLE
+	// when it shuts down: both are resumed the same way, on any replica.
+	WatchProfileChanges(ctx context.Context, in *WatchProfileChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchProfileChangesResponse], error)
 }
 
 type profileServiceClient struct {
@@ -121,6 +136,25 @@ func (c *profileServiceClient) GetStabilityDistribution(ctx context.Context, in 
 	return out, nil
 }
 
+func (c *profileServiceClient) WatchProfileChanges(ctx context.Context, in *WatchProfileChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchProfileChangesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ProfileService_ServiceDesc.Streams[0], ProfileService_WatchProfileChanges_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchProfileChangesRequest, WatchProfileChangesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProfileService_WatchProfileChangesClient = grpc.ServerStreamingClient[WatchProfileChangesResponse]
+
 // ProfileServiceServer is the server API for ProfileService service.
 // All implementations must embed UnimplementedProfileServiceServer
 // for forward compatibility.
@@ -152,6 +186,20 @@ type ProfileServiceServer interface {
 	// GetStabilityDistribution summarises all profiles: how many are in each
 	// grade, and how two-factor accounts compare with normal ones.
 	GetStabilityDistribution(context.Context, *GetStabilityDistributionRequest) (*GetStabilityDistributionResponse, error)
+	// WatchProfileChanges streams every change of a profile's grade or
+	// needs_session_refresh, in order, from now or from a cursor. A profile's
+	// creation is a change from grade UNSPECIFIED and no refresh.
+	//
+	// The first message is a bookmark (no transition) carrying the starting
+	// cursor; while nothing matches, a bookmark comes every bookmark interval
+	// (README). Resume after a disconnect with the cursor of the last message
+	// received: no transition is missed or repeated. A cursor older than the
+	// retention (7 days by default) gets OUT_OF_RANGE with reason
+	// CURSOR_EXPIRED: resynchronise with ListProfiles, then watch from now.
+	// The server ends an idle watch (no transition sent for the idle
+	// timeout) with OK after a bookmark, and ends watches with UNAVAILABLE
+	// when it shuts down: both are resumed the same way, on any replica.
+	WatchProfileChanges(*WatchProfileChangesRequest, grpc.ServerStreamingServer[WatchProfileChangesResponse]) error
 	mustEmbedUnimplementedProfileServiceServer()
 }
 
@@ -176,6 +224,9 @@ func (UnimplementedProfileServiceServer) ListProfiles(context.Context, *ListProf
 }
 func (UnimplementedProfileServiceServer) GetStabilityDistribution(context.Context, *GetStabilityDistributionRequest) (*GetStabilityDistributionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStabilityDistribution not implemented")
+}
+func (UnimplementedProfileServiceServer) WatchProfileChanges(*WatchProfileChangesRequest, grpc.ServerStreamingServer[WatchProfileChangesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchProfileChanges not implemented")
 }
 func (UnimplementedProfileServiceServer) mustEmbedUnimplementedProfileServiceServer() {}
 func (UnimplementedProfileServiceServer) testEmbeddedByValue()                        {}
@@ -288,6 +339,17 @@ func _ProfileService_GetStabilityDistribution_Handler(srv interface{}, ctx conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ProfileService_WatchProfileChanges_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchProfileChangesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ProfileServiceServer).WatchProfileChanges(m, &grpc.GenericServerStream[WatchProfileChangesRequest, WatchProfileChangesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProfileService_WatchProfileChangesServer = grpc.ServerStreamingServer[WatchProfileChangesResponse]
+
 // ProfileService_ServiceDesc is the grpc.ServiceDesc for ProfileService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -316,6 +378,12 @@ var ProfileService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ProfileService_GetStabilityDistribution_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchProfileChanges",
+			Handler:       _ProfileService_WatchProfileChanges_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "platforma/profile/v1/profile_service.proto",
 }

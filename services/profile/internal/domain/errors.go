@@ -20,4 +20,15 @@ var (
 	// (-max-event-age). Sending it again can never succeed: the login
 	// relay keeps such outcomes as dead letters.
 	ErrEventTooOld = apierr.NewOutcome(codes.InvalidArgument, "EVENT_TOO_OLD")
+	// ErrCursorExpired: WatchProfileChanges was asked to resume from a
+	// cursor older than the transitions kept (-watch-retention): some
+	// transitions after it are gone. OUT_OF_RANGE, as etcd answers a watch
+	// from a compacted revision: the request is well-formed but asks for
+	// a position outside the stream's retained range, and resending it
+	// can never succeed. The client resynchronises with ListProfiles, then
+	// watches from now.
+	ErrCursorExpired = apierr.NewOutcome(codes.OutOfRange, "CURSOR_EXPIRED")
+	// ErrTooManyWatchers: this replica already serves -watch-max-watchers
+	// watches. Another replica, or this one later, may accept it.
+	ErrTooManyWatchers = apierr.NewOutcome(codes.ResourceExhausted, "TOO_MANY_WATCHERS")
 )

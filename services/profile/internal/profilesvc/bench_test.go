@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,7 +83,7 @@ func BenchmarkRecordLoginResult(b *testing.B) {
 	b.Run("pgx", func(b *testing.B) {
 		st := store.New(apptest.BenchPool(b), nil)
 		parallel(b, func(rng *rand.Rand) error {
-			_, err := st.RecordLoginResults(context.Background(), []store.LoginResult{toResult(gen.request(rng))})
+			_, err := st.RecordLoginResults(context.Background(), []store.LoginResult{toResult(gen.request(rng))}, 3)
 			return err
 		})
 	})
@@ -113,7 +116,7 @@ func BenchmarkBatchRecordLoginResults500(b *testing.B) {
 			for i, r := range reqs {
 				results[i] = toResult(r)
 			}
-			_, err := st.RecordLoginResults(context.Background(), results)
+			_, err := st.RecordLoginResults(context.Background(), results, 3)
 			return err
 		})
 		b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "outcomes/s")
@@ -164,6 +167,105 @@ func BenchmarkGetProfile1M(b *testing.B) {
 				})
 			})
 			lat.Report(b)
+		})
+	}
+}
+
+// BenchmarkWatchDeliveryLatency measures how long after its commit a
+// transition reaches a watcher, with 64 concurrent writers through gRPC
+// (every call creates a profile, so every call is a transition) and 4
+// watchers on the same replica, at the default poll interval and a
+// shorter one. The commit happens between the request's sending and the
+// response's arrival, so the latency is reported between two bounds:
+// from the response (lower, "from-resp") and from the request (upper,
+// "from-req"), p50 and p99 over all watchers' deliveries.
+//
+// Run: go test -run '^$' -bench WatchDeliveryLatency -benchtime 20000x ./internal/profilesvc/
+func BenchmarkWatchDeliveryLatency(b *testing.B) {
+	for _, poll := range []time.Duration{50 * time.Millisecond, 10 * time.Millisecond} {
+		b.Run(fmt.Sprintf("poll=%s", poll), func(b *testing.B) {
+			pool := apptest.BenchPool(b)
+			cfg := testConfig
+			cfg.Watch = profilesvc.WatchConfig{PollInterval: poll}
+			conn := apptest.Serve(b, pool, func(r server.Registrar) error { return profilesvc.Register(r, db.Pools{Primary: pool}, cfg) })
+			client := profilev1.NewProfileServiceClient(conn)
+
+			type times struct{ sent, answered time.Time }
+			var sent sync.Map // event id -> times
+			const watchers = 4
+			var mu sync.Mutex
+			var fromResp, fromReq []time.Duration
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var ready, done sync.WaitGroup
+			var received atomic.Int64
+			for range watchers {
+				ready.Add(1)
+				done.Add(1)
+				go func() {
+					defer done.Done()
+					s, err := client.WatchProfileChanges(ctx, &profilev1.WatchProfileChangesRequest{})
+					if err == nil {
+						_, err = s.Recv()
+					}
+					ready.Done()
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					for {
+						msg, err := s.Recv()
+						if err != nil {
+							return
+						}
+						at := time.Now()
+						if tr := msg.GetTransition(); tr != nil {
+							v, ok := sent.Load(tr.GetEventId())
+							for !ok { // the writer has not stored its times yet
+								time.Sleep(time.Millisecond)
+								v, ok = sent.Load(tr.GetEventId())
+							}
+							t := v.(*times)
+							mu.Lock()
+							fromReq = append(fromReq, at.Sub(t.sent))
+							fromResp = append(fromResp, at.Sub(t.answered))
+							mu.Unlock()
+							if received.Add(1) == int64(watchers*b.N) {
+								cancel()
+							}
+						}
+					}
+				}()
+			}
+			ready.Wait()
+			apptest.Parallel(b, callers, func(rng *rand.Rand) error {
+				req := &profilev1.RecordLoginResultRequest{
+					EventId: uuid.NewString(), UserId: uuid.NewString(), PlatformAccountId: "acct",
+					Outcome: commonv1.Outcome_OUTCOME_FAILED, OccurredAt: timestamppb.Now(),
+				}
+				t := &times{sent: time.Now()}
+				_, err := client.RecordLoginResult(context.Background(), req)
+				t.answered = time.Now()
+				sent.Store(req.GetEventId(), t)
+				return err
+			})
+			b.StopTimer()
+			waited := make(chan struct{})
+			go func() { done.Wait(); close(waited) }()
+			select {
+			case <-waited:
+			case <-time.After(30 * time.Second):
+				b.Fatalf("watchers got %d of %d transitions", received.Load(), watchers*b.N)
+			}
+			pct := func(d []time.Duration, p float64) float64 {
+				slices.Sort(d)
+				return float64(d[int(p*float64(len(d)-1))]) / 1e6
+			}
+			b.ReportMetric(pct(fromResp, .5), "p50-ms-from-resp")
+			b.ReportMetric(pct(fromResp, .99), "p99-ms-from-resp")
+			b.ReportMetric(pct(fromReq, .5), "p50-ms-from-req")
+			b.ReportMetric(pct(fromReq, .99), "p99-ms-from-req")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
 		})
 	}
 }

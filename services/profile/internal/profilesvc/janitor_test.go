@@ -60,14 +60,22 @@ func TestJanitorPurgesExpiredEventsUntilStopped(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
+	w := WatchConfig{}.withDefaults()
+	watch := func(change func(*WatchConfig)) WatchConfig { c := w; change(&c); return c }
 	for _, tt := range []struct {
 		cfg     Config
 		problem string
 	}{
-		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour}, ""},
-		{Config{RefreshAfterFailures: 0, MaxEventAge: time.Hour}, "REFRESH_AFTER_FAILURES"},
-		{Config{RefreshAfterFailures: 11, MaxEventAge: time.Hour}, "REFRESH_AFTER_FAILURES"},
-		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Minute}, "MAX_EVENT_AGE"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour, Watch: w}, ""},
+		{Config{RefreshAfterFailures: 0, MaxEventAge: time.Hour, Watch: w}, "REFRESH_AFTER_FAILURES"},
+		{Config{RefreshAfterFailures: 11, MaxEventAge: time.Hour, Watch: w}, "REFRESH_AFTER_FAILURES"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Minute, Watch: w}, "MAX_EVENT_AGE"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour, Watch: watch(func(c *WatchConfig) { c.Retention = time.Minute })}, "WATCH_RETENTION"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour, Watch: watch(func(c *WatchConfig) { c.MaxWatchers = 0 })}, "WATCH_MAX_WATCHERS"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour, Watch: watch(func(c *WatchConfig) { c.IdleTimeout = -time.Second })}, "WATCH_IDLE_TIMEOUT"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour, Watch: watch(func(c *WatchConfig) { c.IdleTimeout = 0 })}, ""},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour, Watch: watch(func(c *WatchConfig) { c.BookmarkInterval = time.Millisecond })}, "WATCH_BOOKMARK_INTERVAL"},
+		{Config{RefreshAfterFailures: 3, MaxEventAge: time.Hour, Watch: watch(func(c *WatchConfig) { c.PollInterval = time.Minute })}, "WATCH_POLL_INTERVAL"},
 	} {
 		err := tt.cfg.Validate()
 		if tt.problem == "" {

@@ -71,3 +71,50 @@ func newProfilesGauge(st *store.Store, log *slog.Logger) prometheus.Collector {
 		return out, nil
 	}, desc)
 }
+
+// newWatchersGauge counts the WatchProfileChanges calls this replica
+// serves now.
+func newWatchersGauge() prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: metrics.Namespace,
+		Name:      "profile_watchers",
+		Help:      "WatchProfileChanges calls open on this replica.",
+	})
+}
+
+// newDeliveryLag observes, for every transition a watch sends, how long
+// after it was recorded it was sent. It includes the wait for older
+// transactions still running anywhere in the cluster (the watch's horizon,
+// see store.TransitionsAfter): a long write transaction shows here.
+func newDeliveryLag() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: metrics.Namespace,
+		Name:      "profile_watch_delivery_lag_seconds",
+		Help:      "Time from a profile transition's recording (its transaction's start) to its sending to a watch.",
+		Buckets:   []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+	})
+}
+
+// newTransitionsCounter counts recorded transitions by the grade entered
+// (or kept, when only needs_session_refresh changed).
+func newTransitionsCounter() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace,
+		Name:      "profile_transitions_total",
+		Help:      "Profile transitions recorded (grade or needs_session_refresh changed, or profile created), by new grade.",
+	}, []string{"grade"})
+	for _, g := range []profilev1.StabilityGrade{
+		profilev1.StabilityGrade_STABILITY_GRADE_STABLE,
+		profilev1.StabilityGrade_STABILITY_GRADE_UNSTABLE,
+		profilev1.StabilityGrade_STABILITY_GRADE_CRITICAL,
+	} {
+		c.WithLabelValues(metrics.EnumLabel(g))
+	}
+	return c
+}
+
+func (s *Server) countTransitions(byGrade map[int16]int) {
+	for g, n := range byGrade {
+		s.transitions.WithLabelValues(metrics.EnumLabel(profilev1.StabilityGrade(g))).Add(float64(n))
+	}
+}

@@ -7,8 +7,10 @@ package profilesvc
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -31,27 +33,33 @@ type Config struct {
 	// remembered for MaxEventAge plus a day, so a retry of any event that
 	// is still accepted is recognised as a repeat.
 	MaxEventAge time.Duration
+	// Watch configures WatchProfileChanges (flags -watch-*).
+	Watch WatchConfig
 	// PageTokens signs and checks ListProfiles' page tokens. Not a flag:
 	// app passes the ring of -page-token-keys. nil: a random key of this
 	// Server.
 	PageTokens *pagetoken.Keyring
 }
 
-// RegisterFlags adds -refresh-after-failures and -max-event-age.
+// RegisterFlags adds -refresh-after-failures, -max-event-age and the
+// -watch-* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RefreshAfterFailures, "refresh-after-failures", 3, "needs_session_refresh when the newest N logins all failed (1-10)")
 	fs.DurationVar(&c.MaxEventAge, "max-event-age", 35*24*time.Hour, "oldest occurred_at accepted; event ids are kept this long plus a day")
+	c.Watch.registerFlags(fs)
 }
 
 // Validate checks the values.
 func (c *Config) Validate() error {
+	var errs []error
 	if c.RefreshAfterFailures < 1 || c.RefreshAfterFailures > domain.WindowSize {
-		return fmt.Errorf("REFRESH_AFTER_FAILURES (-refresh-after-failures) must be between 1 and %d", domain.WindowSize)
+		errs = append(errs, fmt.Errorf("REFRESH_AFTER_FAILURES (-refresh-after-failures) must be between 1 and %d", domain.WindowSize))
 	}
 	if c.MaxEventAge < time.Hour {
-		return fmt.Errorf("MAX_EVENT_AGE (-max-event-age) must be at least 1h")
+		errs = append(errs, fmt.Errorf("MAX_EVENT_AGE (-max-event-age) must be at least 1h"))
 	}
-	return nil
+	errs = append(errs, c.Watch.validate()...)
+	return errors.Join(errs...)
 }
 
 // eventRetention is how long event ids are remembered: longer than any
@@ -72,6 +80,11 @@ type Server struct {
 	cfg    Config
 	now    func() time.Time
 	logins *prometheus.CounterVec
+	// WatchProfileChanges: the replica's tail reader and the metrics.
+	hub         *hub
+	watchers    prometheus.Gauge
+	deliveryLag prometheus.Histogram
+	transitions *prometheus.CounterVec
 	// gradeRanges are the grades' score ranges, read from the database
 	// once (they change only with a migration, which comes with a
 	// deploy): ListProfiles checks page tokens against them.
@@ -83,7 +96,12 @@ func New(st *store.Store, cfg Config) *Server {
 	if cfg.PageTokens == nil {
 		cfg.PageTokens = pagetoken.NewRandomKeyring()
 	}
-	return &Server{store: st, cfg: cfg, now: time.Now, logins: newLoginsCounter()}
+	cfg.Watch = cfg.Watch.withDefaults()
+	return &Server{
+		store: st, cfg: cfg, now: time.Now, logins: newLoginsCounter(),
+		hub:      newHub(st, cfg.Watch, slog.New(slog.DiscardHandler)),
+		watchers: newWatchersGauge(), deliveryLag: newDeliveryLag(), transitions: newTransitionsCounter(),
+	}
 }
 
 // Register plugs the service and its idempotency-record janitor into a
@@ -91,17 +109,34 @@ func New(st *store.Store, cfg Config) *Server {
 // through pools.Reads (a read replica, while fresh); GetProfile and the
 // writes use pools.Primary.
 func Register(r server.Registrar, pools db.Pools, cfg Config) error {
+	_, err := register(r, pools, cfg)
+	return err
+}
+
+// register is Register, returning the Server for the package's tests.
+func register(r server.Registrar, pools db.Pools, cfg Config) (*Server, error) {
 	st := store.New(pools.Primary, pools.Reads)
 	s := New(st, cfg)
 	profilev1.RegisterProfileServiceServer(r.GRPC, s)
-	if err := r.Metrics.Register(s.logins); err != nil {
-		return err
+	for _, c := range []prometheus.Collector{s.logins, s.watchers, s.deliveryLag, s.transitions} {
+		if err := r.Metrics.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.Metrics.Register(newProfilesGauge(st, r.Logger)); err != nil {
-		return err
+		return nil, err
 	}
 	r.Background("login event janitor", func(ctx context.Context) {
 		runJanitor(ctx, st, cfg.eventRetention(), time.Hour, s.now, r.Logger)
 	})
-	return nil
+	s.hub.log = r.Logger
+	r.Background("profile transition tail reader", s.hub.run)
+	r.Background("profile transition pruner", func(ctx context.Context) { s.hub.prune(ctx, s.now) })
+	// Watches end when the shutdown starts, not when the shutdown timeout
+	// cuts them off: they never finish by themselves.
+	go func() {
+		<-r.Stopping()
+		s.hub.stop()
+	}()
+	return s, nil
 }

@@ -89,10 +89,11 @@ func (s *Server) record(ctx context.Context, results []store.LoginResult, valid 
 	if len(send) == 0 {
 		return items, nil
 	}
-	rec, err := s.store.RecordLoginResults(ctx, send)
+	rec, err := s.store.RecordLoginResults(ctx, send, s.cfg.RefreshAfterFailures)
 	if err != nil {
 		return nil, err
 	}
+	s.countTransitions(rec.Transitions)
 	for i, r := range results {
 		if !valid[i] {
 			continue

@@ -101,18 +101,44 @@ func scanProfile(row pgx.Row) (Profile, error) {
 
 // applyLogins records the events that are new and folds them into their
 // profiles, creating profiles on first sight, in one statement. It returns
-// the ids of the events it applied; the others were already recorded.
+// the ids of the events it applied (event_id set) and the new grade of
+// every transition it recorded (new_grade set); the other events were
+// already recorded.
 //
-// Locks are taken in a fixed order (events by id, then profiles by
-// account), so concurrent batches wait for each other but never deadlock.
+// A transition is recorded when the update changes the profile's grade or
+// needs_session_refresh ($7 is -refresh-after-failures), or creates the
+// profile (version 1). The update keeps the grade and streak it replaces
+// (prev_grade, prev_consecutive_failures) from the row it locked, so the
+// state before is exact whatever ran concurrently.
+//
+// locked takes the transaction-level advisory lock of every account of
+// the input, in one fixed order, before the statement writes anything:
+// fresh reads it, so every lock is held before the first event is
+// inserted. Writing is what assigns the transaction its id, the tx of the
+// transitions it records (migrations/profile/0004): a later writer of the
+// same profile waits here, with no id yet, until the earlier one has
+// committed, and so gets a larger tx. An advisory lock assigns no
+// transaction id; the profile's row lock would, too late. Key: the
+// (classid, objid) form, in a class of its own; accounts whose hashes
+// collide merely wait for each other.
+//
+// Locks are taken in a fixed order (accounts' advisory locks, then events
+// by id, then profiles by account), so concurrent batches wait for each
+// other but never deadlock.
 const applyLogins = `
 WITH input AS (
 	SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::boolean[], $5::smallint[], $6::timestamptz[])
 		AS t(event_id, user_id, platform_account_id, success, auth_type, occurred_at)
 ),
+locked AS (
+	SELECT count(pg_advisory_xact_lock(hashtext('profile.profiles'), k)) AS n
+	FROM (
+		SELECT DISTINCT hashtext(user_id::text || '/' || platform_account_id) AS k FROM input ORDER BY k
+	) keys
+),
 fresh AS (
 	INSERT INTO profile.login_events (event_id, user_id, platform_account_id)
-	SELECT event_id, user_id, platform_account_id FROM input ORDER BY event_id
+	SELECT event_id, user_id, platform_account_id FROM input, locked ORDER BY event_id
 	ON CONFLICT (event_id) DO NOTHING
 	RETURNING event_id
 ),
@@ -143,10 +169,35 @@ upserted AS (
 			THEN excluded.auth_type ELSE p.auth_type END,
 		auth_type_reported_at = greatest(p.auth_type_reported_at, excluded.auth_type_reported_at),
 		version = p.version + 1,
-		update_time = now()
-	RETURNING 1
+		update_time = now(),
+		prev_grade = p.grade,
+		prev_consecutive_failures = p.consecutive_failures
+	RETURNING p.id, p.user_id, p.platform_account_id, p.auth_type, p.total_login_count, p.success_login_count,
+		p.consecutive_failures, p.version, p.update_time, p.session_stability_score, p.grade,
+		-- domain.NeedsSessionRefresh with n = $7 (at least 1): the refresh
+		-- rule, which the API's needs_session_refresh reads in Go; the
+		-- watch tests check both agree.
+		p.prev_grade, p.prev_consecutive_failures >= $7 AS prev_needs_refresh,
+		p.consecutive_failures >= $7 AS needs_refresh
+),
+transitions AS (
+	INSERT INTO profile.profile_transitions (profile_id, user_id, platform_account_id, auth_type,
+		total_login_count, success_login_count, consecutive_failures, version, update_time,
+		session_stability_score, old_grade, new_grade, old_needs_session_refresh, new_needs_session_refresh,
+		event_id, success, occurred_at)
+	SELECT u.id, u.user_id, u.platform_account_id, u.auth_type,
+		u.total_login_count, u.success_login_count, u.consecutive_failures, u.version, u.update_time,
+		u.session_stability_score, u.prev_grade, u.grade, u.prev_needs_refresh, u.needs_refresh,
+		(a.logins[1]).event_id, (a.logins[1]).success, (a.logins[1]).occurred_at
+	FROM upserted u
+	JOIN per_account a USING (user_id, platform_account_id)
+	WHERE u.version = 1 OR u.prev_grade <> u.grade OR u.prev_needs_refresh <> u.needs_refresh
+	ORDER BY u.user_id, u.platform_account_id
+	RETURNING new_grade
 )
-SELECT event_id FROM fresh`
+SELECT event_id, NULL::smallint FROM fresh
+UNION ALL
+SELECT NULL, new_grade FROM transitions`
 
 // profilesByAccount runs after applyLogins in the same round trip; as a
 // separate statement it sees profiles created by concurrent calls that
@@ -168,11 +219,15 @@ type Recorded struct {
 	Owners map[uuid.UUID]Account
 	// Profiles holds the current profile of every account of the input.
 	Profiles map[Account]Profile
+	// Transitions counts the transitions recorded, by new grade.
+	Transitions map[int16]int
 }
 
 // RecordLoginResults applies results, whose event ids must be distinct, in
-// one transaction and (without repeated events) one round trip.
-func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult) (Recorded, error) {
+// one transaction and (without repeated events) one round trip, and
+// records the transitions they cause; refreshAfter is
+// -refresh-after-failures (domain.NeedsSessionRefresh's n, at least 1).
+func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult, refreshAfter int) (Recorded, error) {
 	n := len(results)
 	eventIDs, userIDs := make([]uuid.UUID, n), make([]uuid.UUID, n)
 	accountIDs, successes := make([]string, n), make([]bool, n)
@@ -190,13 +245,20 @@ func (s *Store) RecordLoginResults(ctx context.Context, results []LoginResult) (
 		}
 	}
 
-	out := Recorded{Applied: map[uuid.UUID]bool{}, Owners: map[uuid.UUID]Account{}, Profiles: map[Account]Profile{}}
+	out := Recorded{Applied: map[uuid.UUID]bool{}, Owners: map[uuid.UUID]Account{}, Profiles: map[Account]Profile{}, Transitions: map[int16]int{}}
 	batch := &pgx.Batch{}
-	batch.Queue(applyLogins, db.UUIDs(eventIDs), db.UUIDs(userIDs), accountIDs, successes, authTypes, occurredAts).Query(func(rows pgx.Rows) error {
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-		for _, id := range ids {
-			out.Applied[id] = true
-		}
+	batch.Queue(applyLogins, db.UUIDs(eventIDs), db.UUIDs(userIDs), accountIDs, successes, authTypes, occurredAts, refreshAfter).Query(func(rows pgx.Rows) error {
+		var id *uuid.UUID
+		var grade *int16
+		_, err := pgx.ForEachRow(rows, []any{&id, &grade}, func() error {
+			if id != nil {
+				out.Applied[*id] = true
+			}
+			if grade != nil {
+				out.Transitions[*grade]++
+			}
+			return nil
+		})
 		return err
 	})
 	batch.Queue(profilesByAccount, db.UUIDs(keyUsers), keyAccounts).Query(func(rows pgx.Rows) error {

@@ -329,14 +329,14 @@ func TestBatchOfAThousandIsOneRoundTrip(t *testing.T) {
 			OccurredAt: time.Now().Add(-time.Duration(i) * time.Second),
 		}
 	}
-	rec, err := st.RecordLoginResults(ctx, results)
+	rec, err := st.RecordLoginResults(ctx, results, 3)
 	require.NoError(t, err)
 	assert.Len(t, rec.Applied, 1000)
 	assert.Len(t, rec.Profiles, 1000)
 	assert.Equal(t, int64(1), tracer.batches.Load(), "all new: one round trip")
 	assert.Equal(t, int64(0), tracer.queries.Load())
 
-	rec, err = st.RecordLoginResults(ctx, results)
+	rec, err = st.RecordLoginResults(ctx, results, 3)
 	require.NoError(t, err)
 	assert.Empty(t, rec.Applied)
 	assert.Len(t, rec.Owners, 1000)
