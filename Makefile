@@ -59,7 +59,7 @@ generate: $(GEN_TOOLS) ## regenerate gen/ from proto/
 	$(BUF) generate
 
 .PHONY: lint
-lint: $(GEN_TOOLS) ## buf lint and breaking, gofmt, go vet, generated code in sync
+lint: $(GEN_TOOLS) ts-deps ## buf lint and breaking, gofmt, go vet, generated code in sync (Go and TypeScript)
 	$(BUF) lint
 	@# Uncommitted proto changes must not break the committed contract.
 	$(BUF) breaking --against '.git#ref=HEAD'
@@ -72,6 +72,11 @@ lint: $(GEN_TOOLS) ## buf lint and breaking, gofmt, go vet, generated code in sy
 	if ! diff -r -x go.mod -x go.sum "$$tmp/gen" gen >/dev/null; then \
 		echo "gen/ is out of date with proto/: run 'make generate' and commit the result"; \
 		diff -r -x go.mod -x go.sum "$$tmp/gen" gen | head -40; exit 1; fi
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	$(BUF) generate --template $(TS_DIR)/buf.gen.yaml -o "$$tmp"; \
+	if ! diff -r "$$tmp/$(TS_GEN)" $(TS_GEN) >/dev/null; then \
+		echo "$(TS_GEN) is out of date with proto/: run 'make ts-generate' and commit the result"; \
+		diff -r "$$tmp/$(TS_GEN)" $(TS_GEN) | head -40; exit 1; fi
 	@echo "lint ok"
 
 # Prometheus config, alert rules and their unit tests (see
@@ -95,10 +100,51 @@ check-observability: ## promtool checks of deploy/observability and the alerts' 
 # Each test binary starts its own throwaway Postgres cluster (see
 # services/kit/pgtest); set DATABASE_URL to use your own server instead.
 .PHONY: test
-test: lint check-observability check-k8s $(MINIO_STAMP) ## lint, observability and manifest checks, every module's tests with -race (fuzz seed corpora included), then a short fuzz run
+test: lint check-observability check-k8s $(MINIO_STAMP) ## lint, observability and manifest checks, every module's tests with -race (fuzz seed corpora included), the TypeScript client's tests, then a short fuzz run
 	go test -race -count=1 -timeout 15m $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	@for m in $(DEPLOY_MODULES); do (cd $$m && GOWORK=off go test -count=1 -timeout 10m ./...) || exit 1; done
+	$(MAKE) --no-print-directory ts-test
 	$(MAKE) --no-print-directory fuzz
+
+# The TypeScript client (clients/ts, README "TypeScript"): an npm workspace
+# whose lockfile pins everything, protoc-gen-es included (buf runs it as a
+# local plugin from node_modules, so generation stays offline like gen/'s).
+# Its tests run the built binaries through `devstack -json` on a throwaway
+# Postgres. Node 20+ and npm come from the machine (.ci/run installs
+# Debian's when missing).
+TS_DIR := clients/ts
+TS_PKG := $(TS_DIR)/packages/oplog-client
+TS_GEN := $(TS_PKG)/src/gen
+NPM ?= npm
+
+# npm ci again only when the lockfile changed since the last install.
+$(TS_DIR)/node_modules/.package-lock.json: $(TS_DIR)/package-lock.json $(TS_DIR)/package.json $(TS_PKG)/package.json
+	@command -v $(NPM) >/dev/null 2>&1 || { echo "npm not found: install Node.js 20+ (Debian/Ubuntu: apt-get install -y nodejs npm)" >&2; exit 1; }
+	cd $(TS_DIR) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: ts-deps
+ts-deps: $(TS_DIR)/node_modules/.package-lock.json ## install the TypeScript workspace's pinned packages (npm ci)
+
+.PHONY: ts-generate
+ts-generate: $(BUF_STAMP) ts-deps ## regenerate clients/ts's TypeScript from proto/
+	rm -rf $(TS_GEN)
+	$(BUF) generate --template $(TS_DIR)/buf.gen.yaml
+
+.PHONY: ts-build
+ts-build: ts-deps ## type-check and compile the TypeScript client to dist/
+	cd $(TS_DIR) && $(NPM) run --silent build
+
+.PHONY: ts-test
+ts-test: build ts-build ## the TypeScript client's tests (node --test) against the built binaries
+	@go build -o bin/devstack ./services/kit/cmd/devstack
+	cd $(TS_DIR) && PLATFORMA_BIN=$(CURDIR)/bin $(NPM) test --silent
+
+.PHONY: bench-ts
+bench-ts: build ts-build ## the TypeScript client: log()'s cost, events/s from Node and from the Go SDK to one server, RSS with a full buffer
+	@go build -o bin/devstack ./services/kit/cmd/devstack
+	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
+	cd $(TS_PKG) && PLATFORMA_BIN=$(CURDIR)/bin node bench/bench.mjs
 
 # Kubernetes manifests (deploy/k8s): kubectl renders every overlay, as a
 # user applies them. deploy/k8s's Go tests (run by `make test`) render them
@@ -231,6 +277,11 @@ bench-lifecycle: build ## OpLog life cycle on a 10M-row month: export rate and R
 	@go build -o bin/oplogbench ./services/oplog/cmd/oplogbench
 	bin/oplogbench lifecycle -server bin/oplog -rows $(or $(LIFECYCLE_ROWS),10000000) -clients 4 -duration 60s -export-from $(or $(LIFECYCLE_EXPORT_FROM),primary)
 
+.PHONY: bench-watch
+bench-watch: ## WatchProfileChanges: RecordLoginResult with transitions against without (same run), delivery latency at 64 writers
+	go test -run '^$$' -bench 'BenchmarkRecordTransitions' -benchtime 20000x -count $(BENCH_COUNT) -timeout 30m ./services/profile/internal/store/
+	go test -run '^$$' -bench 'BenchmarkWatchDeliveryLatency' -benchtime 10000x -count $(BENCH_COUNT) -timeout 30m ./services/profile/internal/profilesvc/
+
 .PHONY: build
 build: ## build bin/profile, bin/reviewmeta, bin/oplog
 	@mkdir -p bin
@@ -258,5 +309,5 @@ run-ha: build $(GRPCURL_STAMP) ## the stack on a local 3-node Patroni cluster (s
 	@bin/hastack -bin bin -grpcurl $(GRPCURL) $(HASTACK_FLAGS)
 
 .PHONY: clean
-clean: ## remove build output (keeps .data and .tools)
-	rm -rf bin .build
+clean: ## remove build output (keeps .data, .tools and clients/ts/node_modules)
+	rm -rf bin .build $(TS_PKG)/dist

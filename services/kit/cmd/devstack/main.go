@@ -15,6 +15,11 @@
 // another process, a second `make run` on the same data directory, or a
 // service that exits during start-up stop everything it started, name the
 // cause and exit non-zero. Every port can be chosen (see portVars).
+//
+// With -json it is a test harness's stack (jsonmode.go): free ports, the
+// services' output on stderr, one JSON line on stdout saying where
+// everything is, commands on stdin to kill and restart a service, and a
+// clean stop when stdin ends.
 package main
 
 import (
@@ -141,12 +146,16 @@ type config struct {
 	pgPort      int
 	// out receives devstack's lines, the services' output and the banner.
 	out io.Writer
+	// harness, when set, is -json mode: the stack is described on its
+	// writer instead of the banner, and runs until its reader ends.
+	harness *harness
 }
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory with the service binaries")
 	dataDir := flag.String("data", ".data", "directory of the local Postgres cluster")
 	grpcurl := flag.String("grpcurl", "grpcurl", "grpcurl binary, for the printed examples")
+	jsonMode := flag.Bool("json", false, "for test harnesses: free ports, output on stderr, one JSON line on stdout describing the stack; stops when stdin ends (see jsonmode.go)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: devstack [flags]\n\nPorts: PG_PORT (%d) and %s, %s, ... (%d, %d, ...) in the environment.\n\n",
 			defaultPGPort, portVar("profile", "grpc"), portVar("profile", "metrics"), defaultPorts.grpc[0], defaultPorts.metrics[0])
@@ -154,7 +163,12 @@ func main() {
 	}
 	flag.Parse()
 
-	p, pgPort, err := portsFromEnv(os.Getenv)
+	getenv, out, h := os.Getenv, io.Writer(os.Stdout), (*harness)(nil)
+	if *jsonMode {
+		getenv, out = freePortsUnlessSet(os.Getenv), os.Stderr
+		h = &harness{in: os.Stdin, out: os.Stdout}
+	}
+	p, pgPort, err := portsFromEnv(getenv)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "devstack: %v\n", err)
 		os.Exit(2)
@@ -163,7 +177,7 @@ func main() {
 	defer stop()
 	err = run(ctx, config{
 		services: stackServices(p), binDir: *binDir, dataDir: *dataDir, grpcurl: *grpcurl,
-		databaseURL: os.Getenv("DATABASE_URL"), pgPort: pgPort, out: os.Stdout,
+		databaseURL: os.Getenv("DATABASE_URL"), pgPort: pgPort, out: out, harness: h,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\ndevstack: platforma is NOT up: %v\n", err)
@@ -177,6 +191,7 @@ func run(ctx context.Context, cfg config) error {
 	// dsns are what `serve` connects with, migrateDSNs `migrate`.
 	dsns, migrateDSNs := map[string]string{}, map[string]string{}
 	dbDescription := "DATABASE_URL"
+	adminURL := cfg.databaseURL // the superuser's, with its password: for -json
 	if cfg.databaseURL == "" {
 		// Before anything starts: the clearest message for the likeliest
 		// mistake, `make run` twice in one folder.
@@ -211,6 +226,7 @@ func run(ctx context.Context, cfg config) error {
 		if err := bootstrap(ctx, cluster, services, passwords); err != nil {
 			return err
 		}
+		adminURL = cluster.URL(pgcluster.Superuser, passwords[pgcluster.Superuser], database)
 		for _, s := range services {
 			roles := kitmigrate.DefaultRoles(s.name)
 			dsns[s.name] = cluster.URL(roles.Runtime, passwords[roles.Runtime], database)
@@ -247,8 +263,11 @@ func run(ctx context.Context, cfg config) error {
 	}
 
 	var procs []*process
-	exited := make(chan *process, len(services))
+	// Room for every exit of a -json run's restarts too: a process's
+	// reader must never block on it.
+	exited := make(chan *process, 64)
 	defer func() { stopAll(procs) }()
+	envs := map[string][]string{}
 	coldDir, err := filepath.Abs(filepath.Join(credsDir, "cold"))
 	if err != nil {
 		return err
@@ -264,6 +283,7 @@ func run(ctx context.Context, cfg config) error {
 				}
 			}
 		}
+		envs[s.name] = env
 		p, err := startService(con, cfg.binDir, s, dsns[s.name], env, exited)
 		if err != nil {
 			return err
@@ -272,6 +292,18 @@ func run(ctx context.Context, cfg config) error {
 	}
 	if err := waitReady(ctx, procs, healthCreds, 60*time.Second); err != nil {
 		return stoppedOr(ctx, con, err)
+	}
+	if cfg.harness != nil {
+		restart := func(i int) (*process, error) {
+			s := services[i]
+			p, err := startService(con, cfg.binDir, s, dsns[s.name], envs[s.name], exited)
+			if err != nil {
+				return nil, err
+			}
+			procs[i] = p
+			return p, waitReady(ctx, []*process{p}, healthCreds, 60*time.Second)
+		}
+		return cfg.harness.serve(ctx, con, describe(services, creds, adminURL, procs), procs, restart, exited)
 	}
 	con.banner(services, creds.shellFunctions(cfg.grpcurl), dbDescription)
 
