@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -332,40 +330,15 @@ func awaitServing(t *testing.T, dataDir string, s service, result <-chan error) 
 	t.Fatalf("%s never SERVING: %v", s.name, last)
 }
 
-// freePort returns a port nothing listens on, below the kernel's range of
-// ephemeral ports: the other test binaries running alongside this one
-// open connections and listen on port 0 by the hundred, and the kernel
-// hands those out only from that range, so a port below it stays free
-// between this check and the service binding it. (The defaults, 50051-3,
-// lie inside the range: a parallel test once took :50052 first.)
+// freePort returns a port nothing listens on, not handed out before
+// (pickFreePort: below the kernel's range of ephemeral ports, which the
+// other test binaries running alongside this one take by the hundred).
 func freePort(t *testing.T) int {
 	t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				low = n
-			}
-		}
-	}
-	const from = 10000
-	for i := 0; i < 100 && low > from; i++ {
-		port := from + rand.IntN(low-from)
-		if usedPorts[port] {
-			continue
-		}
-		if l, err := net.Listen("tcp", ":"+strconv.Itoa(port)); err == nil {
-			_ = l.Close()
-			usedPorts[port] = true
-			return port
-		}
-	}
-	// No room below the range: any free port, with a small chance of a
-	// collision.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	port := pickFreePort(usedPorts)
+	require.NotZero(t, port, "no free port")
+	usedPorts[port] = true
+	return port
 }
 
 // usedPorts are the ports freePort handed out already.
