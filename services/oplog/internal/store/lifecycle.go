@@ -195,10 +195,13 @@ func (l *Lifecycle) DropPartition(ctx context.Context, name string) error {
 	return err
 }
 
-// CurrentLSN is the primary's WAL write position now.
+// CurrentLSN is the primary's WAL insert position now: the end of every
+// record already made, committed or not. The write position can lag it
+// (a commit with synchronous_commit off waits in WAL buffers), so a
+// replica past the write position may still miss committed rows.
 func (l *Lifecycle) CurrentLSN(ctx context.Context) (string, error) {
 	var lsn string
-	err := l.conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn)
+	err := l.conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn)
 	return lsn, err
 }
 
@@ -286,11 +289,11 @@ func (l *Lifecycle) StreamRows(ctx context.Context, name string, month time.Time
 func (l *Lifecycle) streamChunks(ctx context.Context, table string, fn func(*coldstore.Row) error) error {
 	query := fmt.Sprintf(`SELECT %s FROM %s WHERE ctid >= format('(%%s,0)', $1::bigint)::tid AND ctid < format('(%%s,0)', $2::bigint)::tid`,
 		exportColumns, table)
-	pagesQuery := fmt.Sprintf(`SELECT pg_relation_size('%s') / current_setting('block_size')::bigint`, table)
+	const pagesQuery = `SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint`
 	var chunk []coldstore.Row
 	for start, pages := int64(0), int64(0); ; start += chunkPages {
 		if start >= pages {
-			if err := l.conn.QueryRow(ctx, pagesQuery).Scan(&pages); err != nil {
+			if err := l.conn.QueryRow(ctx, pagesQuery, table).Scan(&pages); err != nil {
 				return err
 			}
 			if start >= pages {
