@@ -58,6 +58,12 @@ func TestDigestIsPinned(t *testing.T) {
 	assert.Equal(t, "ad5e6d622781aaffa22045880d6efdd6857379b4fefc461121f99c665a1bc566", v2.Sum())
 	assert.Equal(t, int64(3), v2.Rows())
 
+	v2.Reset()
+	assert.Equal(t, strings.Repeat("0", 64), v2.Sum(), "Reset empties it")
+	assert.Zero(t, v2.Rows())
+	v1.Reset()
+	assert.Equal(t, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", v1.Sum())
+
 	_, err := NewDigest(3)
 	assert.Error(t, err, "no digest for a version that does not exist")
 }

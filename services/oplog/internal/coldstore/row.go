@@ -155,6 +155,13 @@ func (d *Digest) addRowHash(h [sha256.Size]byte) {
 	}
 }
 
+// Reset empties the digest, to start over.
+func (d *Digest) Reset() {
+	d.h.Reset()
+	d.sum = [4]uint64{}
+	d.rows = 0
+}
+
 // Rows is the number of rows added.
 func (d *Digest) Rows() int64 { return d.rows }
 

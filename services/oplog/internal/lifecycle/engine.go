@@ -338,12 +338,12 @@ func (e *Engine) partitionOf(ctx context.Context, month time.Time) (*store.Month
 // pgDigest digests a month's rows as they are in Postgres, as exports of
 // schema version digest them.
 func (e *Engine) pgDigest(ctx context.Context, name string, month time.Time, version int) (*coldstore.Digest, error) {
-	if _, err := coldstore.NewDigest(version); err != nil {
+	d, err := coldstore.NewDigest(version)
+	if err != nil {
 		return nil, err
 	}
-	var d *coldstore.Digest
-	err := e.streamRows(ctx, name, month, coldstore.NeedsSortedRows(version), func() func(*coldstore.Row) error {
-		d, _ = coldstore.NewDigest(version) // checked above
+	err = e.streamRows(ctx, name, month, coldstore.NeedsSortedRows(version), func() func(*coldstore.Row) error {
+		d.Reset() // a read started over digests from the start
 		return func(r *coldstore.Row) error { d.Add(r); return nil }
 	})
 	return d, err
